@@ -1,1 +1,154 @@
-fn main() {}
+//! `subsetq`: the command-line interface. Glue only: parse flags, call the libraries, print.
+//!
+//! Every error is one line on stderr and exit code 2; nothing is written unless the work is done.
+
+mod analysis;
+mod bench;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use subsetq_core::{Method, UniversalSet};
+
+use analysis::{analyze_layer, SearchOptions};
+
+#[derive(Parser)]
+#[command(name = "subsetq", version, about = "Subset Quantization (SQ) for CNNs: non-uniform low-bit weights from sums of powers of two")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Search every Conv / Gemm / MatMul layer: chosen subset, α and error next to the baselines.
+    Search(SearchArgs),
+    /// Benchmarks, each printing ratios measured in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Whole-model search time of `fast` and `dp`, and the `reference` port extrapolated.
+    Search(bench::BenchSearchArgs),
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// The ONNX model (read only).
+    model: PathBuf,
+    /// Bits per weight (sign + index), 2..=8.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=8))]
+    bits: u32,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Write the report as JSON here (atomically).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Flags shared by `search` and `bench search`.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Universal set: `paper`, `sums:K:HI..LO` (e.g. sums:2:0..-5) or terms like `[0,-1,-3,_]+[0,-2,-4,_]`.
+    #[arg(long, default_value = "paper")]
+    uset: String,
+    /// Search method: fast (the paper's search, exact and fast), reference (the paper's, slow), dp.
+    #[arg(long, default_value = "fast")]
+    method: Method,
+    /// Bits of the first and last weight layers, kept uniform as in the paper.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=8))]
+    first_last_bits: u32,
+}
+
+impl CommonArgs {
+    fn options(&self, bits: u32) -> Result<SearchOptions> {
+        Ok(SearchOptions {
+            bits,
+            first_last_bits: self.first_last_bits,
+            uset: UniversalSet::parse(&self.uset)?,
+            method: self.method,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Search(args) => run_search(&args),
+        Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a model and lists its weight layers, refusing models with none.
+pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
+    let model = subsetq_onnx::load(path)?;
+    let layers = model
+        .weight_layers()
+        .with_context(|| format!("{}", path.display()))?;
+    if layers.is_empty() {
+        bail!("{}: no Conv / Gemm / MatMul layer with an initializer weight", path.display());
+    }
+    Ok(layers)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn run_search(args: &SearchArgs) -> Result<()> {
+    let opts = args.common.options(args.bits)?;
+    if let Some(json) = &args.json {
+        output::refuse_to_overwrite_input(json, &args.model)?;
+    }
+    let started = Instant::now();
+    let layers = load_layers(&args.model)?;
+    let bar = progress(layers.len(), "search");
+    let mut reports = Vec::with_capacity(layers.len());
+    for layer in &layers {
+        bar.set_message(layer.name.clone());
+        reports.push(analyze_layer(layer, &opts)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let total_seconds = started.elapsed().as_secs_f64();
+    let comparisons = analysis::compare(&reports);
+    output::print_table(&reports, &comparisons, &opts, total_seconds);
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "bits": opts.bits,
+            "first_last_bits": opts.first_last_bits,
+            "uset": opts.uset.spec(),
+            "uset_points": opts.uset.sorted(),
+            "method": format!("{:?}", opts.method).to_lowercase(),
+            "layers": reports,
+            "comparisons": comparisons,
+            "search_seconds": reports.iter().map(|r| r.search_seconds).sum::<f64>(),
+            "total_seconds": total_seconds,
+        });
+        output::write_json_atomically(path, &doc)?;
+    }
+    Ok(())
+}

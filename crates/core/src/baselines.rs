@@ -117,12 +117,11 @@ pub fn mse_fit(m: &Magnitudes, levels: Vec<f64>) -> Codebook {
 /// Lloyd-Max: K free magnitudes by 1-D k-means on the nonzero |x| (quantile start).
 pub fn lloyd_max(m: &Magnitudes, k: usize) -> Codebook {
     const ITERATIONS: usize = 300;
-    let v = m.values();
-    if v.is_empty() || k == 0 {
+    if m.is_empty() || k == 0 {
         return Codebook { levels: vec![0.0; k.max(1)], alpha: 1.0 };
     }
     let mut centers: Vec<f64> = (0..k)
-        .map(|j| v[((2 * j + 1) * v.len() / (2 * k)).min(v.len() - 1)])
+        .map(|j| m.value(((2 * j + 1) * m.len() / (2 * k)).min(m.len() - 1)))
         .collect();
     for _ in 0..ITERATIONS {
         let mut next = centers.clone();

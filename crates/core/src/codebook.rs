@@ -27,31 +27,43 @@ pub(crate) struct StepStats {
 
 /// The paper's α iteration (DESIGN.md §3), whatever computes the per-step sums:
 /// assign at α, α ← ⟨q/α, x⟩ / ⟨q/α, q/α⟩ (mean|x| when that is 0), stop when the loss moves
-/// less than 1e-5, at most 1000 steps. Returns the α after the last update, as the paper does.
-pub(crate) fn paper_alpha(init: f64, mean_abs: f64, mut step: impl FnMut(f64) -> StepStats) -> f64 {
+/// less than 1e-5, at most 1000 steps. Returns the α after the last update, as the paper does,
+/// and the number of steps taken.
+pub(crate) fn paper_alpha(
+    init: f64,
+    mean_abs: f64,
+    mut step: impl FnMut(f64) -> StepStats,
+) -> (f64, usize) {
     const MAX_STEPS: usize = 1000;
     const LOSS_TOLERANCE: f64 = 1e-5;
     let mut alpha = init;
     let mut prev_loss = 0.0;
-    for _ in 0..MAX_STEPS {
+    for taken in 1..=MAX_STEPS {
         let s = step(alpha);
         alpha = if s.qq == 0.0 { mean_abs } else { s.qx / s.qq };
         if (prev_loss - s.loss).abs() < LOSS_TOLERANCE {
-            break;
+            return (alpha, taken);
         }
         prev_loss = s.loss;
     }
-    alpha
+    (alpha, MAX_STEPS)
 }
 
 /// Step sums on sorted data: the levels partition the sorted magnitudes at midpoints.
-pub(crate) fn sorted_step(m: &Magnitudes, levels: &[f64], alpha: f64) -> StepStats {
+/// `hints` holds each midpoint's position from the previous step (`usize::MAX` = none) and is
+/// updated, which makes the searches of an α iteration nearly free.
+pub(crate) fn sorted_step(m: &Magnitudes, levels: &[f64], alpha: f64, hints: &mut [usize]) -> StepStats {
+    debug_assert!(hints.len() + 1 >= levels.len());
     let (mut loss2, mut qx, mut qq) = (0.0, 0.0, 0.0);
     let mut lo = 0;
     for (j, &s) in levels.iter().enumerate() {
         // Ties at a midpoint go to the lower level, as the first minimum does in the paper.
         let hi = match levels.get(j + 1) {
-            Some(next) => m.count_le(alpha * (s + next) * 0.5),
+            Some(next) => {
+                let t = alpha * (s + next) * 0.5;
+                hints[j] = m.count_le_near(t, hints[j]);
+                hints[j]
+            }
             None => m.len(),
         };
         let st = m.stats(lo, hi);
@@ -70,13 +82,20 @@ pub(crate) fn sorted_step(m: &Magnitudes, levels: &[f64], alpha: f64) -> StepSta
 impl Codebook {
     /// Fits α for fixed levels with the paper's iteration started at `init`.
     pub fn fit_alpha(m: &Magnitudes, levels: Vec<f64>, init: f64) -> Self {
-        let alpha = paper_alpha(init, m.mean_abs(), |a| sorted_step(m, &levels, a));
-        Self { levels, alpha }
+        Self::fit_alpha_counted(m, levels, init).0
+    }
+
+    /// [`Codebook::fit_alpha`], also returning the number of α steps taken.
+    pub fn fit_alpha_counted(m: &Magnitudes, levels: Vec<f64>, init: f64) -> (Self, usize) {
+        let mut hints = vec![usize::MAX; levels.len()];
+        let (alpha, steps) =
+            paper_alpha(init, m.mean_abs(), |a| sorted_step(m, &levels, a, &mut hints));
+        (Self { levels, alpha }, steps)
     }
 
     /// ‖|x| − |q(x)|‖₂ over the prepared data, in O(K log n).
     pub fn l2_error(&self, m: &Magnitudes) -> f64 {
-        sorted_step(m, &self.levels, self.alpha).loss
+        sorted_step(m, &self.levels, self.alpha, &mut vec![usize::MAX; self.levels.len()]).loss
     }
 
     /// Index of the level nearest to |v| / α (ties to the lower level).
@@ -170,7 +189,7 @@ mod tests {
                 .map(|v| (f64::from(*v) - f64::from(cb.quantize_value(*v))).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            let fast = sorted_step(&m, &levels, alpha).loss;
+            let fast = sorted_step(&m, &levels, alpha, &mut [usize::MAX; 4]).loss;
             assert!((direct - fast).abs() < 1e-6 * direct.max(1.0), "{direct} vs {fast}");
         }
     }

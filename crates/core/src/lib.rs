@@ -27,7 +27,9 @@ mod uset;
 
 pub use codebook::Codebook;
 pub use magnitudes::Magnitudes;
-pub use search::{candidates, normalize, search, search_prepared, Method, SubsetChoice};
+pub use search::{
+    candidates, fast_fit, normalize, reference_fit, search, search_prepared, Fit, Method, SubsetChoice,
+};
 pub use uset::UniversalSet;
 
 /// Everything in this crate that can fail, with the facts needed to act on it.

@@ -11,15 +11,31 @@
 /// nothing to any sum. `total` still counts them (the paper's fallback α is a mean over all).
 #[derive(Debug, Clone)]
 pub struct Magnitudes {
-    sorted: Vec<f64>,
-    sum1: Vec<f64>,
-    sum2: Vec<f64>,
+    /// The sorted values. Kept as f32 (the weights are f32, so this is exact): searches touch
+    /// only this array, and at 4 bytes a value a million-weight layer stays in cache.
+    values: Vec<f32>,
+    /// `prefix[i]` = (Σ, Σ²) of values 0..i, in f64.
+    prefix: Vec<Prefix>,
     total: usize,
-    /// `bucket_start[b]` = number of values ≤ b / buckets.
+    /// `bucket_start[k]` = number of values whose key is below k (see [`KEY_SHIFT`]).
     bucket_start: Vec<u32>,
-    buckets: f64,
+    key_min: usize,
     max: f64,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    sum: f64,
+    sum_sq: f64,
+}
+
+/// Bucket keys are the top bits of the f32 pattern (exponent + KEY_MANTISSA_BITS of mantissa):
+/// log-spaced buckets, each 2^−9 ≈ 0.2 % wide, so dense regions near zero are split as finely
+/// as the tails.
+const KEY_MANTISSA_BITS: u32 = 9;
+const KEY_SHIFT: u32 = 23 - KEY_MANTISSA_BITS;
+/// Most buckets (keys below the cut-off share the first bucket).
+const MAX_KEYS: usize = 1 << 16;
 
 /// Count, Σv and Σv² over a range of the sorted magnitudes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -43,56 +59,42 @@ impl RangeStats {
 impl Magnitudes {
     /// Builds from values that are already finite (the caller checks).
     pub fn new(x: &[f32]) -> Self {
-        let mut sorted: Vec<f64> = x
-            .iter()
-            .filter(|v| **v != 0.0)
-            .map(|v| f64::from(v.abs()))
-            .collect();
-        sorted.sort_unstable_by(f64::total_cmp);
-        let n = sorted.len();
-        let mut sum1 = Vec::with_capacity(n + 1);
-        let mut sum2 = Vec::with_capacity(n + 1);
+        let mut values: Vec<f32> = x.iter().filter(|v| **v != 0.0).map(|v| v.abs()).collect();
+        values.sort_unstable_by(f32::total_cmp);
+        let n = values.len();
+        let mut prefix = Vec::with_capacity(n + 1);
         let (mut a, mut b) = (0.0, 0.0);
-        sum1.push(0.0);
-        sum2.push(0.0);
-        for v in &sorted {
+        prefix.push(Prefix { sum: a, sum_sq: b });
+        for &v in &values {
+            let v = f64::from(v);
             a += v;
             b += v * v;
-            sum1.push(a);
-            sum2.push(b);
+            prefix.push(Prefix { sum: a, sum_sq: b });
         }
-        let max = sorted.last().copied().unwrap_or(0.0);
-        // About one bucket per value, capped so the index stays in cache.
-        let nb = n.next_power_of_two().clamp(16, 1 << 16);
-        let scale = if max > 0.0 { nb as f64 / max } else { 1.0 };
-        let mut bucket_start = Vec::with_capacity(nb + 2);
-        let mut pos = 0usize;
-        for b in 0..=nb + 1 {
-            let edge = b as f64 / scale;
-            while pos < n && sorted[pos] <= edge {
-                pos += 1;
-            }
-            bucket_start.push(pos as u32);
+        let max = values.last().map_or(0.0, |v| f64::from(*v));
+        let key_max = values.last().map_or(0, |v| (v.to_bits() >> KEY_SHIFT) as usize);
+        let key_first = values.first().map_or(0, |v| (v.to_bits() >> KEY_SHIFT) as usize);
+        let key_min = key_first.max((key_max + 1).saturating_sub(MAX_KEYS));
+        let keys = key_max + 1 - key_min;
+        let mut bucket_start = vec![0u32; keys + 1];
+        for v in &values {
+            let k = ((v.to_bits() >> KEY_SHIFT) as usize).saturating_sub(key_min);
+            bucket_start[k + 1] += 1;
         }
-        Self {
-            sorted,
-            sum1,
-            sum2,
-            total: x.len(),
-            bucket_start,
-            buckets: scale,
-            max,
+        for k in 0..keys {
+            bucket_start[k + 1] += bucket_start[k];
         }
+        Self { values, prefix, total: x.len(), bucket_start, key_min, max }
     }
 
     /// Number of nonzero values.
     pub fn len(&self) -> usize {
-        self.sorted.len()
+        self.values.len()
     }
 
     /// True when every value was zero.
     pub fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
+        self.len() == 0
     }
 
     /// Number of values including exact zeros.
@@ -110,53 +112,98 @@ impl Magnitudes {
         if self.total == 0 {
             0.0
         } else {
-            self.sum1[self.sorted.len()] / self.total as f64
+            self.prefix_at(self.len()).sum / self.total as f64
         }
     }
 
-    /// The sorted nonzero magnitudes.
-    pub fn values(&self) -> &[f64] {
-        &self.sorted
+    /// The i-th smallest nonzero magnitude.
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn value(&self, i: usize) -> f64 {
+        f64::from(self.values[i])
     }
 
     /// Number of values ≤ t.
     #[inline]
     pub fn count_le(&self, t: f64) -> usize {
         if t >= self.max {
-            return self.sorted.len();
+            return self.len();
         }
         if t < 0.0 {
             return 0;
         }
-        // Values ≤ t lie below bucket b+1's start; those ≤ b/scale are already counted.
-        let last = self.bucket_start.len() - 2;
-        let mut b = ((t * self.buckets) as usize).min(last);
-        // Guard against rounding in t * scale: bucket b must satisfy b/scale <= t < (b+1)/scale.
-        while b > 0 && b as f64 / self.buckets > t {
-            b -= 1;
+        // v ≤ t ⟺ v ≤ the largest f32 not above t, since every v is an f32.
+        let mut tf = t as f32;
+        if f64::from(tf) > t {
+            tf = f32::from_bits(tf.to_bits() - 1);
         }
-        while b < last && (b + 1) as f64 / self.buckets <= t {
-            b += 1;
+        let k = ((tf.to_bits() >> KEY_SHIFT) as usize)
+            .saturating_sub(self.key_min)
+            .min(self.bucket_start.len() - 2);
+        let lo = self.bucket_start[k] as usize;
+        let hi = self.bucket_start[k + 1] as usize;
+        lo + self.values[lo..hi].partition_point(|v| *v <= tf)
+    }
+
+    /// Number of values ≤ t, searching outward from `hint` (a previous answer for a nearby t):
+    /// the α iteration moves its thresholds a little each step, so this stays in cache.
+    #[inline]
+    pub fn count_le_near(&self, t: f64, hint: usize) -> usize {
+        let n = self.len();
+        if hint > n {
+            return self.count_le(t);
         }
-        let lo = self.bucket_start[b] as usize;
-        let hi = self.bucket_start[b + 1] as usize;
-        lo + self.sorted[lo..hi].partition_point(|v| *v <= t)
+        let le = |i: usize| f64::from(self.values[i]) <= t;
+        // Invariant: the answer p satisfies lo <= p <= hi.
+        let (mut lo, mut hi);
+        if hint < n && le(hint) {
+            let mut step = 1;
+            lo = hint + 1;
+            loop {
+                let probe = hint + step;
+                if probe >= n || !le(probe) {
+                    hi = probe.min(n);
+                    break;
+                }
+                lo = probe + 1;
+                step *= 2;
+            }
+        } else {
+            let mut step = 1;
+            hi = hint;
+            loop {
+                if step > hint {
+                    lo = 0;
+                    break;
+                }
+                let probe = hint - step;
+                if le(probe) {
+                    lo = probe + 1;
+                    break;
+                }
+                hi = probe;
+                step *= 2;
+            }
+        }
+        lo + self.values[lo..hi].partition_point(|v| f64::from(*v) <= t)
+    }
+
+    #[inline]
+    fn prefix_at(&self, i: usize) -> Prefix {
+        self.prefix[i]
     }
 
     /// Stats of sorted positions `lo..hi`.
     #[inline]
     pub fn stats(&self, lo: usize, hi: usize) -> RangeStats {
-        debug_assert!(lo <= hi && hi <= self.sorted.len());
+        debug_assert!(lo <= hi && hi <= self.len());
+        let (a, b) = (self.prefix_at(lo), self.prefix_at(hi));
         RangeStats {
             count: (hi - lo) as f64,
-            sum: self.sum1[hi] - self.sum1[lo],
-            sum_sq: self.sum2[hi] - self.sum2[lo],
+            sum: b.sum - a.sum,
+            sum_sq: b.sum_sq - a.sum_sq,
         }
-    }
-
-    /// Σ v² over all values.
-    pub fn total_sq(&self) -> f64 {
-        self.sum2[self.sorted.len()]
     }
 }
 
@@ -170,13 +217,15 @@ mod tests {
             .map(|i| (((i * 7919) % 1000) as f32 / 1000.0).powi(3) * if i % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
         let m = Magnitudes::new(&x);
-        for t in [-1.0, 0.0, 1e-9, 0.001, 0.1, 0.3333, 0.5, 0.97, 1.0, 2.0] {
-            let linear = m.values().iter().filter(|v| **v <= t).count();
+        let values: Vec<f64> = (0..m.len()).map(|i| m.value(i)).collect();
+        let mut probes = vec![-1.0, 0.0, 1e-9, 0.001, 0.1, 0.3333, 0.5, 0.97, 1.0, 2.0];
+        probes.extend(values.iter().step_by(97));
+        for t in probes {
+            let linear = values.iter().filter(|v| **v <= t).count();
             assert_eq!(m.count_le(t), linear, "t = {t}");
-        }
-        for v in m.values().iter().step_by(97) {
-            let linear = m.values().iter().filter(|w| *w <= v).count();
-            assert_eq!(m.count_le(*v), linear);
+            for hint in [0, 1, linear.saturating_sub(3), linear, linear + 5, m.len() / 2, m.len(), m.len() + 1] {
+                assert_eq!(m.count_le_near(t, hint), linear, "t = {t}, hint {hint}");
+            }
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Fit {
     pub alpha: f64,
     /// Score at that α.
     pub l2_error: f64,
+    /// α steps the iteration took.
+    pub steps: usize,
 }
 
 /// Checks the weights and returns (max|w|, x = w / max|w| in f32, as the reference computes it).
@@ -240,19 +242,21 @@ pub fn reference_fit(x: &[f64], subset: &[f64]) -> Fit {
         }
     };
     let mean_abs = x.iter().map(|v| v.abs()).sum::<f64>() / x.len() as f64;
-    let alpha = paper_alpha(1.0, mean_abs, step);
+    let (alpha, steps) = paper_alpha(1.0, mean_abs, step);
     Fit {
         alpha,
         l2_error: step(alpha).loss,
+        steps,
     }
 }
 
 /// The same fit on sorted magnitudes: O(K log n) per α step.
 pub fn fast_fit(m: &Magnitudes, subset: &[f64]) -> Fit {
-    let cb = Codebook::fit_alpha(m, subset.to_vec(), 1.0);
+    let (cb, steps) = Codebook::fit_alpha_counted(m, subset.to_vec(), 1.0);
     Fit {
         alpha: cb.alpha,
         l2_error: cb.l2_error(m),
+        steps,
     }
 }
 
@@ -350,10 +354,11 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
             loop {
                 let top_point = u[idx[k - 1]];
                 let subset: Vec<f64> = idx.iter().map(|&i| u[i] / top_point).collect();
-                let cb = Codebook::fit_alpha(m, subset, beta * top_point);
+                let (cb, steps) = Codebook::fit_alpha_counted(m, subset, beta * top_point);
                 fit = Fit {
                     alpha: cb.alpha,
                     l2_error: cb.l2_error(m),
+                    steps,
                 };
                 beta = cb.alpha / top_point;
                 let (_, next) = dp_subset(m, u, k, beta);

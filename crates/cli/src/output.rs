@@ -1,0 +1,106 @@
+//! Printing tables and writing files safely.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::analysis::{Comparison, LayerReport, SearchOptions};
+
+/// Refuses an output path that is the input file (inputs are never modified).
+pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (out.canonicalize(), input.canonicalize()) {
+        if a == b {
+            bail!("{} is the input model; refusing to overwrite it", out.display());
+        }
+    }
+    Ok(())
+}
+
+/// Writes JSON to a temporary file beside `path`, then renames it into place, so a reader
+/// never sees a half-written file.
+pub fn write_json_atomically(path: &Path, doc: &serde_json::Value) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, doc)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+fn short(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        name.to_string()
+    } else {
+        let tail: String = name.chars().rev().take(width - 1).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("…{tail}")
+    }
+}
+
+/// The per-layer table and the SQ-vs-baselines summary.
+pub fn print_table(reports: &[LayerReport], comparisons: &[Comparison], opts: &SearchOptions, total_seconds: f64) {
+    println!(
+        "universal set {} · method {:?} · {} bits (first/last layers: {}-bit uniform)",
+        opts.uset, opts.method, opts.bits, opts.first_last_bits
+    );
+    println!(
+        "{:<34} {:>8} {:>2} {:<5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}  subset",
+        "layer", "weights", "b", "quant", "alpha", "error", "uniform", "uni-mse", "pot", "apot", "umse/ch", "/LM"
+    );
+    for r in reports {
+        let b = |n: &str| r.baseline(n).map_or(f64::NAN, |e| e.per_tensor);
+        let per_ch = r.baseline("uniform_mse").map_or(f64::NAN, |e| e.per_channel);
+        let subset = if r.quantizer == "sq" {
+            r.subset.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" ")
+        } else {
+            format!("{} uniform levels", r.subset.len())
+        };
+        let lm = if r.lloyd_max_error > 0.0 { r.l2_error / r.lloyd_max_error } else { 1.0 };
+        println!(
+            "{:<34} {:>8} {:>2} {:<5} {:>7.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>6.3}  {}",
+            short(&r.name, 34),
+            r.numel,
+            r.bits,
+            r.quantizer,
+            r.alpha,
+            r.l2_error,
+            b("uniform"),
+            b("uniform_mse"),
+            b("pot"),
+            b("apot"),
+            per_ch,
+            lm,
+            subset
+        );
+    }
+    let search: f64 = reports.iter().map(|r| r.search_seconds).sum();
+    println!(
+        "\n{} layers, {} weights · subset search {:.3} s · everything (load, baselines, Lloyd-Max) {:.3} s",
+        reports.len(),
+        reports.iter().map(|r| r.numel).sum::<usize>(),
+        search,
+        total_seconds
+    );
+    println!("error = ‖|x| − |Q(x)|‖₂ on x = w / max|w|; /LM = SQ error ÷ Lloyd-Max error (the floor for {} magnitudes)", 1 << (opts.bits - 1));
+    println!("SQ (per tensor) vs baselines over the {} SQ layers:", comparisons.first().map_or(0, |c| c.layers));
+    for c in comparisons {
+        println!(
+            "  {:<12} SQ lower on {:>3}/{} layers, mean error ratio {:.3} · vs per-channel: lower on {:>3}/{}, ratio {:.3}",
+            c.baseline, c.sq_wins, c.layers, c.mean_error_ratio, c.sq_wins_vs_per_channel, c.layers, c.mean_error_ratio_vs_per_channel
+        );
+    }
+}
