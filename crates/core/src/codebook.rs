@@ -25,23 +25,33 @@ pub(crate) struct StepStats {
     pub qq: f64,
 }
 
+/// The paper's stopping rule: the loss moved less than this.
+pub(crate) const PAPER_TOLERANCE: f64 = 1e-5;
+
 /// The paper's α iteration (DESIGN.md §3), whatever computes the per-step sums:
 /// assign at α, α ← ⟨q/α, x⟩ / ⟨q/α, q/α⟩ (mean|x| when that is 0), stop when the loss moves
-/// less than 1e-5, at most 1000 steps. Returns the α after the last update, as the paper does,
-/// and the number of steps taken.
+/// less than `tolerance` ([`PAPER_TOLERANCE`] in the paper), at most 1000 steps. Returns the α
+/// after the last update, as the paper does, and the number of steps taken.
+///
+/// Each step can only lower the loss (the assignment is optimal for α, then α is optimal for
+/// the assignment). When α comes back unchanged the assignment is a fixed point and the next
+/// step would repeat it exactly, so the iteration stops there too: with tolerance 0 that is
+/// the full convergence.
 pub(crate) fn paper_alpha(
     init: f64,
     mean_abs: f64,
+    tolerance: f64,
     mut step: impl FnMut(f64) -> StepStats,
 ) -> (f64, usize) {
     const MAX_STEPS: usize = 1000;
-    const LOSS_TOLERANCE: f64 = 1e-5;
     let mut alpha = init;
     let mut prev_loss = 0.0;
     for taken in 1..=MAX_STEPS {
         let s = step(alpha);
-        alpha = if s.qq == 0.0 { mean_abs } else { s.qx / s.qq };
-        if (prev_loss - s.loss).abs() < LOSS_TOLERANCE {
+        let next = if s.qq == 0.0 { mean_abs } else { s.qx / s.qq };
+        let fixed_point = next == alpha;
+        alpha = next;
+        if (prev_loss - s.loss).abs() < tolerance || fixed_point {
             return (alpha, taken);
         }
         prev_loss = s.loss;
@@ -80,16 +90,28 @@ pub(crate) fn sorted_step(m: &Magnitudes, levels: &[f64], alpha: f64, hints: &mu
 }
 
 impl Codebook {
-    /// Fits α for fixed levels with the paper's iteration started at `init`.
+    /// Fits α for fixed levels with the paper's iteration (and stopping rule) started at `init`.
     pub fn fit_alpha(m: &Magnitudes, levels: Vec<f64>, init: f64) -> Self {
-        Self::fit_alpha_counted(m, levels, init).0
+        Self::fit_alpha_counted(m, levels, init, PAPER_TOLERANCE).0
     }
 
-    /// [`Codebook::fit_alpha`], also returning the number of α steps taken.
-    pub fn fit_alpha_counted(m: &Magnitudes, levels: Vec<f64>, init: f64) -> (Self, usize) {
+    /// Fits α with the paper's iteration run until it reaches a fixed point, which can only
+    /// lower the error below [`Codebook::fit_alpha`]'s from the same start.
+    pub fn fit_alpha_converged(m: &Magnitudes, levels: Vec<f64>, init: f64) -> Self {
+        Self::fit_alpha_counted(m, levels, init, 0.0).0
+    }
+
+    /// The α iteration with a given stopping tolerance, also returning the steps taken.
+    pub fn fit_alpha_counted(
+        m: &Magnitudes,
+        levels: Vec<f64>,
+        init: f64,
+        tolerance: f64,
+    ) -> (Self, usize) {
         let mut hints = vec![usize::MAX; levels.len()];
-        let (alpha, steps) =
-            paper_alpha(init, m.mean_abs(), |a| sorted_step(m, &levels, a, &mut hints));
+        let (alpha, steps) = paper_alpha(init, m.mean_abs(), tolerance, |a| {
+            sorted_step(m, &levels, a, &mut hints)
+        });
         (Self { levels, alpha }, steps)
     }
 

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::codebook::{paper_alpha, Codebook, StepStats};
+use crate::codebook::{paper_alpha, Codebook, StepStats, PAPER_TOLERANCE};
 use crate::magnitudes::Magnitudes;
 use crate::uset::UniversalSet;
 use crate::{levels_for_bits, Error, Result};
@@ -242,7 +242,7 @@ pub fn reference_fit(x: &[f64], subset: &[f64]) -> Fit {
         }
     };
     let mean_abs = x.iter().map(|v| v.abs()).sum::<f64>() / x.len() as f64;
-    let (alpha, steps) = paper_alpha(1.0, mean_abs, step);
+    let (alpha, steps) = paper_alpha(1.0, mean_abs, PAPER_TOLERANCE, step);
     Fit {
         alpha,
         l2_error: step(alpha).loss,
@@ -252,7 +252,7 @@ pub fn reference_fit(x: &[f64], subset: &[f64]) -> Fit {
 
 /// The same fit on sorted magnitudes: O(K log n) per α step.
 pub fn fast_fit(m: &Magnitudes, subset: &[f64]) -> Fit {
-    let (cb, steps) = Codebook::fit_alpha_counted(m, subset.to_vec(), 1.0);
+    let (cb, steps) = Codebook::fit_alpha_counted(m, subset.to_vec(), 1.0, PAPER_TOLERANCE);
     Fit {
         alpha: cb.alpha,
         l2_error: cb.l2_error(m),
@@ -354,7 +354,7 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
             loop {
                 let top_point = u[idx[k - 1]];
                 let subset: Vec<f64> = idx.iter().map(|&i| u[i] / top_point).collect();
-                let (cb, steps) = Codebook::fit_alpha_counted(m, subset, beta * top_point);
+                let (cb, steps) = Codebook::fit_alpha_counted(m, subset, beta * top_point, 0.0);
                 fit = Fit {
                     alpha: cb.alpha,
                     l2_error: cb.l2_error(m),
@@ -368,6 +368,19 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
                 }
                 idx = next;
             }
+            (fit, idx, solves)
+        })
+        .collect();
+    // The alternation's fixed point and the paper's own start (α = 1) can end in different
+    // local optima of α for the same subset: keep the better of the two.
+    let refined: Vec<(Fit, Vec<usize>, usize)> = refined
+        .into_par_iter()
+        .map(|(fit, idx, solves)| {
+            let top_point = u[idx[k - 1]];
+            let subset: Vec<f64> = idx.iter().map(|&i| u[i] / top_point).collect();
+            let (cb, steps) = Codebook::fit_alpha_counted(m, subset, 1.0, 0.0);
+            let from_one = Fit { alpha: cb.alpha, l2_error: cb.l2_error(m), steps };
+            let fit = if from_one.l2_error < fit.l2_error { from_one } else { fit };
             (fit, idx, solves)
         })
         .collect();

@@ -43,6 +43,7 @@
 
 mod layers;
 mod tensor;
+pub mod test_assets;
 
 use std::path::{Path, PathBuf};
 

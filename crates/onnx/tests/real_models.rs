@@ -4,31 +4,11 @@
 //! When a model file is missing the test is skipped with a message, except
 //! under CI (`CI=true`), where it fails.
 
-use std::path::{Path, PathBuf};
-
 use subsetq_onnx::{LayerRole, Model, WeightLayer};
-
-fn asset(file: &str) -> PathBuf {
-    // crates/onnx -> workspace root
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.ancestors().nth(2).unwrap_or(manifest);
-    root.join("assets").join(file)
-}
 
 /// Loads `assets/<file>`, or returns `None` (skip) when it is missing outside CI.
 fn load_asset(file: &str) -> Option<Model> {
-    let path = asset(file);
-    if !path.exists() {
-        let msg = format!(
-            "{} is missing: run `scripts/fetch-assets.sh` from the workspace root to fetch it",
-            path.display()
-        );
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("skipping: {msg}");
-        return None;
-    }
+    let path = subsetq_onnx::test_assets::require(file)?;
     Some(subsetq_onnx::load(&path).unwrap_or_else(|e| panic!("{e}")))
 }
 
