@@ -49,6 +49,10 @@ pub struct LayerReport {
     pub baselines: Vec<BaselineError>,
     /// Seconds spent in the subset search of this layer.
     pub search_seconds: f64,
+    /// Subsets the search considered, and how many it fitted to the end (the others were
+    /// proved unable to win).
+    pub candidates: usize,
+    pub fitted: usize,
 }
 
 impl LayerReport {
@@ -69,18 +73,22 @@ fn role_name(layer: &WeightLayer) -> &'static str {
 /// Searches one layer and measures the baselines on it.
 pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerReport> {
     let keep_uniform = layer.role.is_first() || layer.role.is_last();
-    let bits = if keep_uniform { opts.first_last_bits } else { opts.bits };
+    let bits = if keep_uniform {
+        opts.first_last_bits
+    } else {
+        opts.bits
+    };
     let what = || format!("layer {} (node {})", layer.name, layer.node);
     let (scale, x) = normalize(&layer.data).with_context(what)?;
     let m = Magnitudes::new(&x);
     let started = Instant::now();
-    let (quantizer, subset, alpha, l2_error) = if keep_uniform {
+    let (quantizer, subset, alpha, l2_error, candidates, fitted) = if keep_uniform {
         let cb = Baseline::UniformMinMax.fit(&m, bits).with_context(what)?;
         let e = cb.l2_error(&m);
-        ("uniform", cb.levels, cb.alpha, e)
+        ("uniform", cb.levels, cb.alpha, e, 0, 0)
     } else {
         let c = search_prepared(&x, &m, &opts.uset, bits, opts.method).with_context(what)?;
-        ("sq", c.subset, c.alpha, c.l2_error)
+        ("sq", c.subset, c.alpha, c.l2_error, c.candidates, c.fitted)
     };
     let search_seconds = started.elapsed().as_secs_f64();
     let mut baselines = Vec::new();
@@ -88,7 +96,11 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         let per_tensor = b.fit(&m, bits).with_context(what)?.l2_error(&m);
         let per_channel =
             per_channel_error(&x, &layer.shape, layer.out_axis, b, bits).with_context(what)?;
-        baselines.push(BaselineError { name: b.name(), per_tensor, per_channel });
+        baselines.push(BaselineError {
+            name: b.name(),
+            per_tensor,
+            per_channel,
+        });
     }
     let lloyd_max_error = lloyd_max(&m, levels_for_bits(bits)?).l2_error(&m);
     Ok(LayerReport {
@@ -107,6 +119,8 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         lloyd_max_error,
         baselines,
         search_seconds,
+        candidates,
+        fitted,
     })
 }
 
@@ -133,7 +147,10 @@ pub fn compare(reports: &[LayerReport]) -> Vec<Comparison> {
         .map(|b| {
             let pairs: Vec<(f64, f64, f64)> = sq
                 .iter()
-                .filter_map(|r| r.baseline(b.name()).map(|e| (r.l2_error, e.per_tensor, e.per_channel)))
+                .filter_map(|r| {
+                    r.baseline(b.name())
+                        .map(|e| (r.l2_error, e.per_tensor, e.per_channel))
+                })
                 .collect();
             let n = pairs.len().max(1) as f64;
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 1.0 };
@@ -143,7 +160,8 @@ pub fn compare(reports: &[LayerReport]) -> Vec<Comparison> {
                 sq_wins: pairs.iter().filter(|p| p.0 < p.1).count(),
                 mean_error_ratio: pairs.iter().map(|p| ratio(p.0, p.1)).sum::<f64>() / n,
                 sq_wins_vs_per_channel: pairs.iter().filter(|p| p.0 < p.2).count(),
-                mean_error_ratio_vs_per_channel: pairs.iter().map(|p| ratio(p.0, p.2)).sum::<f64>() / n,
+                mean_error_ratio_vs_per_channel: pairs.iter().map(|p| ratio(p.0, p.2)).sum::<f64>()
+                    / n,
             }
         })
         .collect()

@@ -36,14 +36,24 @@ struct Prepared {
 }
 
 /// Times the whole-model search with one method (normalising and sorting included).
-fn time_method(layers: &[Prepared], uset: &UniversalSet, bits: u32, method: Method, label: &str) -> Result<(f64, Vec<f64>)> {
+fn time_method(
+    layers: &[Prepared],
+    uset: &UniversalSet,
+    bits: u32,
+    method: Method,
+    label: &str,
+) -> Result<(f64, Vec<f64>)> {
     let bar = progress(layers.len(), label);
     let started = Instant::now();
     let mut errors = Vec::with_capacity(layers.len());
     for l in layers {
         let (_, x) = normalize(&l.x).with_context(|| l.name.clone())?;
         let m = Magnitudes::new(&x);
-        errors.push(search_prepared(&x, &m, uset, bits, method).with_context(|| l.name.clone())?.l2_error);
+        errors.push(
+            search_prepared(&x, &m, uset, bits, method)
+                .with_context(|| l.name.clone())?
+                .l2_error,
+        );
         bar.inc(1);
     }
     let secs = started.elapsed().as_secs_f64();
@@ -63,9 +73,15 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
     let layers: Vec<Prepared> = load_layers(&args.model)?
         .into_iter()
         .filter(|l| !(l.role.is_first() || l.role.is_last()))
-        .map(|l| Prepared { name: l.name, x: l.data })
+        .map(|l| Prepared {
+            name: l.name,
+            x: l.data,
+        })
         .collect();
-    anyhow::ensure!(!layers.is_empty(), "no layer besides the first and last to search");
+    anyhow::ensure!(
+        !layers.is_empty(),
+        "no layer besides the first and last to search"
+    );
     let weights: usize = layers.iter().map(|l| l.x.len()).sum();
     let threads = rayon::current_num_threads();
     println!(
@@ -75,11 +91,23 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
 
     let (fast_s, fast_err) = time_method(&layers, &uset, args.bits, Method::Fast, "fast")?;
     let (dp_s, dp_err) = time_method(&layers, &uset, args.bits, Method::Dp, "dp")?;
-    let dp_not_worse = fast_err.iter().zip(&dp_err).filter(|(f, d)| **d <= **f * (1.0 + 1e-9)).count();
-    let dp_ratio = fast_err.iter().zip(&dp_err).map(|(f, d)| if *f > 0.0 { d / f } else { 1.0 }).sum::<f64>() / layers.len() as f64;
+    let dp_not_worse = fast_err
+        .iter()
+        .zip(&dp_err)
+        .filter(|(f, d)| **d <= **f * (1.0 + 1e-9))
+        .count();
+    let dp_ratio = fast_err
+        .iter()
+        .zip(&dp_err)
+        .map(|(f, d)| if *f > 0.0 { d / f } else { 1.0 })
+        .sum::<f64>()
+        / layers.len() as f64;
 
     // Reference: a sample of the largest layer's candidates, same parallelism as `fast`.
-    let big = layers.iter().max_by_key(|l| l.x.len()).context("no layers")?;
+    let big = layers
+        .iter()
+        .max_by_key(|l| l.x.len())
+        .context("no layers")?;
     let (_, x) = normalize(&big.x)?;
     let m = Magnitudes::new(&x);
     let xs: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
@@ -98,16 +126,25 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
         .collect();
     let ref_sample_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let fast_fits: Vec<_> = sample.iter().map(|s| subsetq_core::fast_fit(&m, s)).collect();
+    let fast_fits: Vec<_> = sample
+        .iter()
+        .map(|s| subsetq_core::fast_fit(&m, s))
+        .collect();
     let max_rel = ref_fits
         .iter()
         .zip(&fast_fits)
-        .map(|(r, f)| ((r.l2_error - f.l2_error).abs() / r.l2_error.max(1e-30)).max((r.alpha - f.alpha).abs() / r.alpha.abs().max(1e-30)))
+        .map(|(r, f)| {
+            ((r.l2_error - f.l2_error).abs() / r.l2_error.max(1e-30))
+                .max((r.alpha - f.alpha).abs() / r.alpha.abs().max(1e-30))
+        })
         .fold(0.0, f64::max);
     let per_candidate = ref_sample_s / sample.len() as f64;
     let ref_layer_s = per_candidate * cands.len() as f64;
     // The reference's per-candidate cost is linear in the layer's size.
-    let ref_model_s: f64 = layers.iter().map(|l| per_candidate * (l.x.len() as f64 / big.x.len() as f64) * cands.len() as f64).sum();
+    let ref_model_s: f64 = layers
+        .iter()
+        .map(|l| per_candidate * (l.x.len() as f64 / big.x.len() as f64) * cands.len() as f64)
+        .sum();
 
     println!("{:<44} {:>12}", "method", "seconds");
     println!("{:<44} {:>12.3}", "fast (whole model, measured)", fast_s);
@@ -117,11 +154,23 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
         format!("reference, per candidate ({} weights)", big.x.len()),
         per_candidate
     );
-    println!("{:<44} {:>12.1}", format!("reference, that layer ({} candidates, extrapolated)", cands.len()), ref_layer_s);
-    println!("{:<44} {:>12.1}", "reference, whole model (extrapolated)", ref_model_s);
+    println!(
+        "{:<44} {:>12.1}",
+        format!(
+            "reference, that layer ({} candidates, extrapolated)",
+            cands.len()
+        ),
+        ref_layer_s
+    );
+    println!(
+        "{:<44} {:>12.1}",
+        "reference, whole model (extrapolated)", ref_model_s
+    );
     println!(
         "ratios: reference/fast {:.0}× · reference/dp {:.0}× · fast/dp {:.2}×",
-        ref_model_s / fast_s, ref_model_s / dp_s, fast_s / dp_s
+        ref_model_s / fast_s,
+        ref_model_s / dp_s,
+        fast_s / dp_s
     );
     println!(
         "checks: fast vs reference on the {} sampled candidates of {}: max relative difference (α, error) {:.2e}",

@@ -18,7 +18,11 @@ use subsetq_core::{Method, UniversalSet};
 use analysis::{analyze_layer, SearchOptions};
 
 #[derive(Parser)]
-#[command(name = "subsetq", version, about = "Subset Quantization (SQ) for CNNs: non-uniform low-bit weights from sums of powers of two")]
+#[command(
+    name = "subsetq",
+    version,
+    about = "Subset Quantization (SQ) for CNNs: non-uniform low-bit weights from sums of powers of two"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,10 @@ pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
         .weight_layers()
         .with_context(|| format!("{}", path.display()))?;
     if layers.is_empty() {
-        bail!("{}: no Conv / Gemm / MatMul layer with an initializer weight", path.display());
+        bail!(
+            "{}: no Conv / Gemm / MatMul layer with an initializer weight",
+            path.display()
+        );
     }
     Ok(layers)
 }

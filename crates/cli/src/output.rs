@@ -11,7 +11,10 @@ use crate::analysis::{Comparison, LayerReport, SearchOptions};
 pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (out.canonicalize(), input.canonicalize()) {
         if a == b {
-            bail!("{} is the input model; refusing to overwrite it", out.display());
+            bail!(
+                "{} is the input model; refusing to overwrite it",
+                out.display()
+            );
         }
     }
     Ok(())
@@ -27,7 +30,11 @@ pub fn write_json_atomically(path: &Path, doc: &serde_json::Value) -> Result<()>
     let name = path
         .file_name()
         .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         serde_json::to_writer_pretty(&mut f, doc)?;
@@ -36,40 +43,74 @@ pub fn write_json_atomically(path: &Path, doc: &serde_json::Value) -> Result<()>
         std::fs::rename(&tmp, path)?;
         Ok(())
     };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-    .with_context(|| format!("writing {}", path.display()))
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn short(name: &str, width: usize) -> String {
     if name.chars().count() <= width {
         name.to_string()
     } else {
-        let tail: String = name.chars().rev().take(width - 1).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = name
+            .chars()
+            .rev()
+            .take(width - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("…{tail}")
     }
 }
 
 /// The per-layer table and the SQ-vs-baselines summary.
-pub fn print_table(reports: &[LayerReport], comparisons: &[Comparison], opts: &SearchOptions, total_seconds: f64) {
+pub fn print_table(
+    reports: &[LayerReport],
+    comparisons: &[Comparison],
+    opts: &SearchOptions,
+    total_seconds: f64,
+) {
     println!(
         "universal set {} · method {:?} · {} bits (first/last layers: {}-bit uniform)",
         opts.uset, opts.method, opts.bits, opts.first_last_bits
     );
     println!(
         "{:<34} {:>8} {:>2} {:<5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}  subset",
-        "layer", "weights", "b", "quant", "alpha", "error", "uniform", "uni-mse", "pot", "apot", "umse/ch", "/LM"
+        "layer",
+        "weights",
+        "b",
+        "quant",
+        "alpha",
+        "error",
+        "uniform",
+        "uni-mse",
+        "pot",
+        "apot",
+        "umse/ch",
+        "/LM"
     );
     for r in reports {
         let b = |n: &str| r.baseline(n).map_or(f64::NAN, |e| e.per_tensor);
-        let per_ch = r.baseline("uniform_mse").map_or(f64::NAN, |e| e.per_channel);
+        let per_ch = r
+            .baseline("uniform_mse")
+            .map_or(f64::NAN, |e| e.per_channel);
         let subset = if r.quantizer == "sq" {
-            r.subset.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" ")
+            r.subset
+                .iter()
+                .map(|v| format!("{v:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         } else {
             format!("{} uniform levels", r.subset.len())
         };
-        let lm = if r.lloyd_max_error > 0.0 { r.l2_error / r.lloyd_max_error } else { 1.0 };
+        let lm = if r.lloyd_max_error > 0.0 {
+            r.l2_error / r.lloyd_max_error
+        } else {
+            1.0
+        };
         println!(
             "{:<34} {:>8} {:>2} {:<5} {:>7.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>6.3}  {}",
             short(&r.name, 34),
@@ -96,7 +137,10 @@ pub fn print_table(reports: &[LayerReport], comparisons: &[Comparison], opts: &S
         total_seconds
     );
     println!("error = ‖|x| − |Q(x)|‖₂ on x = w / max|w|; /LM = SQ error ÷ Lloyd-Max error (the floor for {} magnitudes)", 1 << (opts.bits - 1));
-    println!("SQ (per tensor) vs baselines over the {} SQ layers:", comparisons.first().map_or(0, |c| c.layers));
+    println!(
+        "SQ (per tensor) vs baselines over the {} SQ layers:",
+        comparisons.first().map_or(0, |c| c.layers)
+    );
     for c in comparisons {
         println!(
             "  {:<12} SQ lower on {:>3}/{} layers, mean error ratio {:.3} · vs per-channel: lower on {:>3}/{}, ratio {:.3}",

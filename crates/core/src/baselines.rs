@@ -82,7 +82,10 @@ impl Baseline {
             return Ok(Codebook { levels, alpha: 1.0 });
         }
         Ok(match self {
-            Self::UniformMinMax => Codebook { levels, alpha: m.max() },
+            Self::UniformMinMax => Codebook {
+                levels,
+                alpha: m.max(),
+            },
             _ => mse_fit(m, levels),
         })
     }
@@ -118,7 +121,10 @@ pub fn mse_fit(m: &Magnitudes, levels: Vec<f64>) -> Codebook {
 pub fn lloyd_max(m: &Magnitudes, k: usize) -> Codebook {
     const ITERATIONS: usize = 300;
     if m.is_empty() || k == 0 {
-        return Codebook { levels: vec![0.0; k.max(1)], alpha: 1.0 };
+        return Codebook {
+            levels: vec![0.0; k.max(1)],
+            alpha: 1.0,
+        };
     }
     let mut centers: Vec<f64> = (0..k)
         .map(|j| m.value(((2 * j + 1) * m.len() / (2 * k)).min(m.len() - 1)))
@@ -157,7 +163,11 @@ pub fn lloyd_max(m: &Magnitudes, k: usize) -> Codebook {
 pub fn split_channels(x: &[f32], shape: &[usize], axis: usize) -> Result<Vec<Vec<f32>>> {
     let numel: usize = shape.iter().product();
     if axis >= shape.len() || numel != x.len() || numel == 0 {
-        return Err(Error::Shape { shape: shape.to_vec(), axis, len: x.len() });
+        return Err(Error::Shape {
+            shape: shape.to_vec(),
+            axis,
+            len: x.len(),
+        });
     }
     let channels = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -200,13 +210,20 @@ mod tests {
             }
         }
         assert_eq!(Baseline::Pot.levels(3).unwrap(), vec![0.0, 0.25, 0.5, 1.0]);
-        let apot4: Vec<f64> = Baseline::Apot.levels(4).unwrap().iter().map(|v| v * 1.5).collect();
+        let apot4: Vec<f64> = Baseline::Apot
+            .levels(4)
+            .unwrap()
+            .iter()
+            .map(|v| v * 1.5)
+            .collect();
         assert_eq!(apot4, vec![0.0, 0.0625, 0.25, 0.5, 0.5625, 0.75, 1.0, 1.5]);
     }
 
     #[test]
     fn mse_fit_beats_minmax_and_lloyd_beats_all() {
-        let x: Vec<f32> = (0..4000).map(|i| (((i * 7919) % 4001) as f32 / 4001.0 - 0.5).powi(3) * 8.0).collect();
+        let x: Vec<f32> = (0..4000)
+            .map(|i| (((i * 7919) % 4001) as f32 / 4001.0 - 0.5).powi(3) * 8.0)
+            .collect();
         let m = Magnitudes::new(&x);
         let minmax = Baseline::UniformMinMax.fit(&m, 3).unwrap().l2_error(&m);
         let mse = Baseline::UniformMse.fit(&m, 3).unwrap().l2_error(&m);
@@ -221,8 +238,14 @@ mod tests {
     #[test]
     fn split_channels_follows_the_axis() {
         let x: Vec<f32> = (0..6).map(|v| v as f32).collect();
-        assert_eq!(split_channels(&x, &[2, 3], 0).unwrap(), vec![vec![0., 1., 2.], vec![3., 4., 5.]]);
-        assert_eq!(split_channels(&x, &[2, 3], 1).unwrap(), vec![vec![0., 3.], vec![1., 4.], vec![2., 5.]]);
+        assert_eq!(
+            split_channels(&x, &[2, 3], 0).unwrap(),
+            vec![vec![0., 1., 2.], vec![3., 4., 5.]]
+        );
+        assert_eq!(
+            split_channels(&x, &[2, 3], 1).unwrap(),
+            vec![vec![0., 3.], vec![1., 4.], vec![2., 5.]]
+        );
         assert!(split_channels(&x, &[4, 3], 0).is_err());
         assert!(split_channels(&x, &[2, 3], 2).is_err());
     }

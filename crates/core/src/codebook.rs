@@ -62,7 +62,12 @@ pub(crate) fn paper_alpha(
 /// Step sums on sorted data: the levels partition the sorted magnitudes at midpoints.
 /// `hints` holds each midpoint's position from the previous step (`usize::MAX` = none) and is
 /// updated, which makes the searches of an α iteration nearly free.
-pub(crate) fn sorted_step(m: &Magnitudes, levels: &[f64], alpha: f64, hints: &mut [usize]) -> StepStats {
+pub(crate) fn sorted_step(
+    m: &Magnitudes,
+    levels: &[f64],
+    alpha: f64,
+    hints: &mut [usize],
+) -> StepStats {
     debug_assert!(hints.len() + 1 >= levels.len());
     let (mut loss2, mut qx, mut qq) = (0.0, 0.0, 0.0);
     let mut lo = 0;
@@ -117,7 +122,13 @@ impl Codebook {
 
     /// ‖|x| − |q(x)|‖₂ over the prepared data, in O(K log n).
     pub fn l2_error(&self, m: &Magnitudes) -> f64 {
-        sorted_step(m, &self.levels, self.alpha, &mut vec![usize::MAX; self.levels.len()]).loss
+        sorted_step(
+            m,
+            &self.levels,
+            self.alpha,
+            &mut vec![usize::MAX; self.levels.len()],
+        )
+        .loss
     }
 
     /// Index of the level nearest to |v| / α (ties to the lower level).
@@ -173,7 +184,10 @@ impl Codebook {
             .map(|&c| {
                 let idx = usize::from(c & mask);
                 let level = self.levels.get(idx).ok_or_else(|| {
-                    Error::Pack(format!("code {c} indexes level {idx} of {}", self.levels.len()))
+                    Error::Pack(format!(
+                        "code {c} indexes level {idx} of {}",
+                        self.levels.len()
+                    ))
                 })?;
                 let q = (self.alpha * level) as f32;
                 Ok(if c >> (bits - 1) & 1 == 1 { -q } else { q })
@@ -201,24 +215,35 @@ mod tests {
 
     #[test]
     fn sorted_step_equals_a_direct_sum() {
-        let x: Vec<f32> = (1..400).map(|i| ((i * 613) % 397) as f32 / 397.0 - 0.5).collect();
+        let x: Vec<f32> = (1..400)
+            .map(|i| ((i * 613) % 397) as f32 / 397.0 - 0.5)
+            .collect();
         let m = Magnitudes::new(&x);
         let levels = vec![0.0, 0.1875, 0.5, 1.0];
         for alpha in [0.2, 0.43, 0.9, 1.3] {
-            let cb = Codebook { levels: levels.clone(), alpha };
+            let cb = Codebook {
+                levels: levels.clone(),
+                alpha,
+            };
             let direct: f64 = x
                 .iter()
                 .map(|v| (f64::from(*v) - f64::from(cb.quantize_value(*v))).powi(2))
                 .sum::<f64>()
                 .sqrt();
             let fast = sorted_step(&m, &levels, alpha, &mut [usize::MAX; 4]).loss;
-            assert!((direct - fast).abs() < 1e-6 * direct.max(1.0), "{direct} vs {fast}");
+            assert!(
+                (direct - fast).abs() < 1e-6 * direct.max(1.0),
+                "{direct} vs {fast}"
+            );
         }
     }
 
     #[test]
     fn encode_decode_round_trips_quantize() {
-        let cb = Codebook { levels: vec![0.0, 0.25, 0.625, 1.0], alpha: 0.7 };
+        let cb = Codebook {
+            levels: vec![0.0, 0.25, 0.625, 1.0],
+            alpha: 0.7,
+        };
         let x = [0.3f32, -0.31, 0.0, 1.0, -0.9, 0.01, -0.0001];
         let codes = cb.encode(&x, 3).unwrap();
         assert_eq!(cb.decode(&codes, 3).unwrap(), cb.quantize(&x));

@@ -22,13 +22,15 @@ pub mod baselines;
 mod codebook;
 mod magnitudes;
 pub mod pack;
+mod prune;
 mod search;
 mod uset;
 
 pub use codebook::Codebook;
 pub use magnitudes::Magnitudes;
 pub use search::{
-    candidates, fast_fit, normalize, reference_fit, search, search_prepared, Fit, Method, SubsetChoice,
+    candidates, fast_fit, normalize, reference_fit, search, search_prepared, Fit, Method,
+    SubsetChoice,
 };
 pub use uset::UniversalSet;
 
@@ -50,7 +52,9 @@ pub enum Error {
     #[error("bits must be in 2..=8, got {0}")]
     Bits(u32),
     /// The universal set is smaller than the subset the bit width needs.
-    #[error("universal set {spec} has {points} points, but {bits}-bit codes need {needed} magnitudes")]
+    #[error(
+        "universal set {spec} has {points} points, but {bits}-bit codes need {needed} magnitudes"
+    )]
     SetTooSmall {
         /// The set's spec.
         spec: String,
@@ -62,7 +66,9 @@ pub enum Error {
         needed: usize,
     },
     /// Exhaustive enumeration would take too long.
-    #[error("{count} candidate subsets are too many to enumerate (limit {limit}); use --method dp")]
+    #[error(
+        "{count} candidate subsets are too many to enumerate (limit {limit}); use --method dp"
+    )]
     TooManyCandidates {
         /// C(|U|, K), saturated.
         count: u128,

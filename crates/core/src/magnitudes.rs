@@ -17,9 +17,11 @@ pub struct Magnitudes {
     /// `prefix[i]` = (Σ, Σ²) of values 0..i, in f64.
     prefix: Vec<Prefix>,
     total: usize,
-    /// `bucket_start[k]` = number of values whose key is below k (see [`KEY_SHIFT`]).
+    /// `bucket_start[k]` = number of values whose key is below k; a value's key is its f32
+    /// bit pattern shifted right by `key_shift`, minus `key_min`.
     bucket_start: Vec<u32>,
     key_min: usize,
+    key_shift: u32,
     max: f64,
 }
 
@@ -29,13 +31,10 @@ struct Prefix {
     sum_sq: f64,
 }
 
-/// Bucket keys are the top bits of the f32 pattern (exponent + KEY_MANTISSA_BITS of mantissa):
-/// log-spaced buckets, each 2^−9 ≈ 0.2 % wide, so dense regions near zero are split as finely
-/// as the tails.
-const KEY_MANTISSA_BITS: u32 = 9;
-const KEY_SHIFT: u32 = 23 - KEY_MANTISSA_BITS;
-/// Most buckets (keys below the cut-off share the first bucket).
-const MAX_KEYS: usize = 1 << 16;
+/// Bucket keys are the top bits of the f32 pattern (exponent + up to 9 bits of mantissa):
+/// log-spaced buckets, at finest 2^−9 ≈ 0.2 % wide, so dense regions near zero are split as
+/// finely as the tails. Coarser for small tensors, so there are at most about 2 buckets a value.
+const FINEST_KEY_SHIFT: u32 = 23 - 9;
 
 /// Count, Σv and Σv² over a range of the sorted magnitudes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -72,19 +71,36 @@ impl Magnitudes {
             prefix.push(Prefix { sum: a, sum_sq: b });
         }
         let max = values.last().map_or(0.0, |v| f64::from(*v));
-        let key_max = values.last().map_or(0, |v| (v.to_bits() >> KEY_SHIFT) as usize);
-        let key_first = values.first().map_or(0, |v| (v.to_bits() >> KEY_SHIFT) as usize);
-        let key_min = key_first.max((key_max + 1).saturating_sub(MAX_KEYS));
+        let key_range = |shift: u32| {
+            let key = |v: Option<&f32>| v.map_or(0, |v| (v.to_bits() >> shift) as usize);
+            (key(values.first()), key(values.last()))
+        };
+        let mut key_shift = FINEST_KEY_SHIFT;
+        while key_shift < 31 && {
+            let (lo, hi) = key_range(key_shift);
+            hi - lo > 2 * n + 16
+        } {
+            key_shift += 1;
+        }
+        let (key_min, key_max) = key_range(key_shift);
         let keys = key_max + 1 - key_min;
         let mut bucket_start = vec![0u32; keys + 1];
         for v in &values {
-            let k = ((v.to_bits() >> KEY_SHIFT) as usize).saturating_sub(key_min);
+            let k = (v.to_bits() >> key_shift) as usize - key_min;
             bucket_start[k + 1] += 1;
         }
         for k in 0..keys {
             bucket_start[k + 1] += bucket_start[k];
         }
-        Self { values, prefix, total: x.len(), bucket_start, key_min, max }
+        Self {
+            values,
+            prefix,
+            total: x.len(),
+            bucket_start,
+            key_min,
+            key_shift,
+            max,
+        }
     }
 
     /// Number of nonzero values.
@@ -138,7 +154,7 @@ impl Magnitudes {
         if f64::from(tf) > t {
             tf = f32::from_bits(tf.to_bits() - 1);
         }
-        let k = ((tf.to_bits() >> KEY_SHIFT) as usize)
+        let k = ((tf.to_bits() >> self.key_shift) as usize)
             .saturating_sub(self.key_min)
             .min(self.bucket_start.len() - 2);
         let lo = self.bucket_start[k] as usize;
@@ -214,7 +230,9 @@ mod tests {
     #[test]
     fn count_le_matches_a_linear_count() {
         let x: Vec<f32> = (0..5000)
-            .map(|i| (((i * 7919) % 1000) as f32 / 1000.0).powi(3) * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .map(|i| {
+                (((i * 7919) % 1000) as f32 / 1000.0).powi(3) * if i % 2 == 0 { 1.0 } else { -1.0 }
+            })
             .collect();
         let m = Magnitudes::new(&x);
         let values: Vec<f64> = (0..m.len()).map(|i| m.value(i)).collect();
@@ -223,7 +241,16 @@ mod tests {
         for t in probes {
             let linear = values.iter().filter(|v| **v <= t).count();
             assert_eq!(m.count_le(t), linear, "t = {t}");
-            for hint in [0, 1, linear.saturating_sub(3), linear, linear + 5, m.len() / 2, m.len(), m.len() + 1] {
+            for hint in [
+                0,
+                1,
+                linear.saturating_sub(3),
+                linear,
+                linear + 5,
+                m.len() / 2,
+                m.len(),
+                m.len() + 1,
+            ] {
                 assert_eq!(m.count_le_near(t, hint), linear, "t = {t}, hint {hint}");
             }
         }

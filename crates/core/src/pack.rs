@@ -10,7 +10,9 @@ pub fn pack(codes: &[u8], bits: u32) -> Result<Vec<u8>> {
     let mut out = vec![0u8; packed_len(codes.len(), bits)];
     for (i, &c) in codes.iter().enumerate() {
         if bits < 8 && c >> bits != 0 {
-            return Err(Error::Pack(format!("code #{i} = {c} does not fit {bits} bits")));
+            return Err(Error::Pack(format!(
+                "code #{i} = {c} does not fit {bits} bits"
+            )));
         }
         let bit = i * bits as usize;
         let (byte, shift) = (bit / 8, bit % 8);

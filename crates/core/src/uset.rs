@@ -197,7 +197,9 @@ fn parse_sums(s: &str) -> std::result::Result<Terms, String> {
         .ok_or("expected an exponent range `HI..LO`, e.g. `0..-5`")?;
     let (hi, lo) = (parse_exponent(hi)?, parse_exponent(lo)?);
     if lo > hi {
-        return Err(format!("exponent range {hi}..{lo} is empty (write the larger first)"));
+        return Err(format!(
+            "exponent range {hi}..{lo} is empty (write the larger first)"
+        ));
     }
     let options: Vec<Option<i32>> = (lo..=hi).rev().map(Some).chain([None]).collect();
     Ok(vec![options; k])
@@ -218,7 +220,12 @@ mod tests {
         assert_eq!(u.len(), 15);
         assert_eq!(u.sorted()[0], 0.0);
         assert_eq!(u.sorted()[14], 1.0);
-        assert_eq!(UniversalSet::parse("[0,-1,-3,_]+[0,-2,-4,_]").unwrap().in_order(), u.in_order());
+        assert_eq!(
+            UniversalSet::parse("[0,-1,-3,_]+[0,-2,-4,_]")
+                .unwrap()
+                .in_order(),
+            u.in_order()
+        );
     }
 
     #[test]

@@ -31,8 +31,11 @@ fn effnet_layers() -> Option<HashMap<String, Vec<f32>>> {
 }
 
 fn vectors(file: &str) -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(file);
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read vectors")).expect("parse vectors")
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read vectors"))
+        .expect("parse vectors")
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -43,21 +46,40 @@ fn rel(a: f64, b: f64) -> f64 {
 fn check_against_vector(v: &Value, w: &[f32], method: Method) {
     let name = v["tensor"].as_str().unwrap();
     let bits = v["bits"].as_u64().unwrap() as u32;
-    let want: Vec<f64> = v["subset"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    let want: Vec<f64> = v["subset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
     let got = search(w, &UniversalSet::paper(), bits, method).unwrap();
     assert_eq!(got.subset.len(), want.len(), "{name}");
     for (g, e) in got.subset.iter().zip(&want) {
-        assert!((g - e).abs() <= POINT_ABS_TOL, "{name} {bits}-bit {method:?}: subset {:?} vs reference {want:?}", got.subset);
+        assert!(
+            (g - e).abs() <= POINT_ABS_TOL,
+            "{name} {bits}-bit {method:?}: subset {:?} vs reference {want:?}",
+            got.subset
+        );
     }
     let alpha = v["alpha"].as_f64().unwrap();
     let err = v["l2_error"].as_f64().unwrap();
-    assert!(rel(got.alpha, alpha) <= ALPHA_REL_TOL, "{name} {bits}-bit {method:?}: alpha {} vs {alpha}", got.alpha);
-    assert!(rel(got.l2_error, err) <= ERROR_REL_TOL, "{name} {bits}-bit {method:?}: error {} vs {err}", got.l2_error);
+    assert!(
+        rel(got.alpha, alpha) <= ALPHA_REL_TOL,
+        "{name} {bits}-bit {method:?}: alpha {} vs {alpha}",
+        got.alpha
+    );
+    assert!(
+        rel(got.l2_error, err) <= ERROR_REL_TOL,
+        "{name} {bits}-bit {method:?}: error {} vs {err}",
+        got.l2_error
+    );
 }
 
 #[test]
 fn fast_matches_the_released_reference_on_every_vector() {
-    let Some(layers) = effnet_layers() else { return };
+    let Some(layers) = effnet_layers() else {
+        return;
+    };
     let mut checked = 0;
     for file in ["effl0-reference-w2.json", "effl0-reference-w3-small.json"] {
         for v in vectors(file) {
@@ -71,7 +93,9 @@ fn fast_matches_the_released_reference_on_every_vector() {
 
 #[test]
 fn reference_port_matches_the_released_reference_on_small_layers() {
-    let Some(layers) = effnet_layers() else { return };
+    let Some(layers) = effnet_layers() else {
+        return;
+    };
     let mut checked = 0;
     for file in ["effl0-reference-w2.json", "effl0-reference-w3-small.json"] {
         for v in vectors(file) {
@@ -88,9 +112,12 @@ fn reference_port_matches_the_released_reference_on_small_layers() {
 
 #[test]
 fn fast_and_reference_agree_at_4_bits_on_real_small_layers() {
-    let Some(layers) = effnet_layers() else { return };
+    let Some(layers) = effnet_layers() else {
+        return;
+    };
     let u = UniversalSet::paper();
-    let mut small: Vec<(&String, &Vec<f32>)> = layers.iter().filter(|(_, w)| w.len() <= 1600).collect();
+    let mut small: Vec<(&String, &Vec<f32>)> =
+        layers.iter().filter(|(_, w)| w.len() <= 1600).collect();
     small.sort_by_key(|(name, _)| name.as_str());
     assert!(small.len() >= 3);
     for (name, w) in small {
@@ -98,13 +125,18 @@ fn fast_and_reference_agree_at_4_bits_on_real_small_layers() {
         let f = search(w, &u, 4, Method::Fast).unwrap();
         assert_eq!(r.subset, f.subset, "{name}");
         assert!(rel(f.alpha, r.alpha) <= SAME_ALGORITHM_REL_TOL, "{name}");
-        assert!(rel(f.l2_error, r.l2_error) <= SAME_ALGORITHM_REL_TOL, "{name}");
+        assert!(
+            rel(f.l2_error, r.l2_error) <= SAME_ALGORITHM_REL_TOL,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn dp_never_loses_to_exhaustive_on_any_real_layer() {
-    let Some(layers) = effnet_layers() else { return };
+    let Some(layers) = effnet_layers() else {
+        return;
+    };
     let u = UniversalSet::paper();
     let mut worse = Vec::new();
     for bits in [2, 3, 4] {
@@ -114,7 +146,10 @@ fn dp_never_loses_to_exhaustive_on_any_real_layer() {
             let f = search_prepared(&x, &m, &u, bits, Method::Fast).unwrap();
             let d = search_prepared(&x, &m, &u, bits, Method::Dp).unwrap();
             if d.l2_error > f.l2_error {
-                worse.push(format!("{name} {bits}-bit: dp {} > exhaustive {}", d.l2_error, f.l2_error));
+                worse.push(format!(
+                    "{name} {bits}-bit: dp {} > exhaustive {}",
+                    d.l2_error, f.l2_error
+                ));
             }
         }
     }

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 pub fn dir() -> PathBuf {
     // crates/onnx -> workspace root
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.ancestors().nth(2).unwrap_or(manifest).join("assets")
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .join("assets")
 }
 
 /// `assets/<relative>` if it exists; `None` (after printing why) when it is missing outside CI.
