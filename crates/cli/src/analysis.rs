@@ -5,7 +5,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use subsetq_core::baselines::{lloyd_max, per_channel_error, Baseline};
-use subsetq_core::{levels_for_bits, normalize, search_prepared, Magnitudes, Method, UniversalSet};
+use subsetq_core::{
+    levels_for_bits, normalize, search_prepared, Codebook, Magnitudes, Method, UniversalSet,
+};
 use subsetq_onnx::WeightLayer;
 
 /// What to search and how.
@@ -82,18 +84,21 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
     let (scale, x) = normalize(&layer.data).with_context(what)?;
     let m = Magnitudes::new(&x);
     let started = Instant::now();
-    let (quantizer, subset, alpha, l2_error, candidates, fitted) = if keep_uniform {
+    let (quantizer, chosen, candidates, fitted) = if keep_uniform {
         let cb = Baseline::UniformMinMax.fit(&m, bits).with_context(what)?;
-        let e = cb.l2_error(&m);
-        ("uniform", cb.levels, cb.alpha, e, 0, 0)
+        ("uniform", cb, 0, 0)
     } else {
         let c = search_prepared(&x, &m, &opts.uset, bits, opts.method).with_context(what)?;
-        ("sq", c.subset, c.alpha, c.l2_error, c.candidates, c.fitted)
+        ("sq", c.codebook(), c.candidates, c.fitted)
     };
+    let l2_error = chosen.l2_error(&m);
     let search_seconds = started.elapsed().as_secs_f64();
     let mut baselines = Vec::new();
+    let mut fitted_baselines = Vec::new();
     for b in Baseline::ALL {
-        let per_tensor = b.fit(&m, bits).with_context(what)?.l2_error(&m);
+        let cb = b.fit(&m, bits).with_context(what)?;
+        let per_tensor = cb.l2_error(&m);
+        fitted_baselines.push(cb);
         let per_channel =
             per_channel_error(&x, &layer.shape, layer.out_axis, b, bits).with_context(what)?;
         baselines.push(BaselineError {
@@ -102,7 +107,9 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
             per_channel,
         });
     }
-    let lloyd_max_error = lloyd_max(&m, levels_for_bits(bits)?).l2_error(&m);
+    let mut starts: Vec<&Codebook> = fitted_baselines.iter().collect();
+    starts.push(&chosen);
+    let lloyd_max_error = lloyd_max(&m, levels_for_bits(bits)?, &starts).l2_error(&m);
     Ok(LayerReport {
         name: layer.name.clone(),
         node: layer.node.clone(),
@@ -112,8 +119,8 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         role: role_name(layer),
         bits,
         quantizer,
-        subset,
-        alpha,
+        subset: chosen.levels.clone(),
+        alpha: chosen.alpha,
         l2_error,
         scale,
         lloyd_max_error,

@@ -117,18 +117,37 @@ pub fn mse_fit(m: &Magnitudes, levels: Vec<f64>) -> Codebook {
     }
 }
 
-/// Lloyd-Max: K free magnitudes by 1-D k-means on the nonzero |x| (quantile start).
-pub fn lloyd_max(m: &Magnitudes, k: usize) -> Codebook {
-    const ITERATIONS: usize = 300;
+/// Lloyd-Max: K free magnitudes by 1-D k-means on the nonzero |x|, from a quantile start and
+/// from each of `starts` (k-means only ever lowers the error of its start, so the result is no
+/// worse than any of them); the best is returned.
+pub fn lloyd_max(m: &Magnitudes, k: usize, starts: &[&Codebook]) -> Codebook {
     if m.is_empty() || k == 0 {
         return Codebook {
             levels: vec![0.0; k.max(1)],
             alpha: 1.0,
         };
     }
-    let mut centers: Vec<f64> = (0..k)
+    let quantiles: Vec<f64> = (0..k)
         .map(|j| m.value(((2 * j + 1) * m.len() / (2 * k)).min(m.len() - 1)))
         .collect();
+    let mut best = kmeans(m, quantiles);
+    let mut best_err = best.l2_error(m);
+    for s in starts.iter().filter(|s| s.levels.len() == k) {
+        let cb = kmeans(m, s.levels.iter().map(|l| l * s.alpha).collect());
+        let e = cb.l2_error(m);
+        if e < best_err {
+            best = cb;
+            best_err = e;
+        }
+    }
+    best
+}
+
+/// Lloyd iterations on sorted magnitudes from the given centers.
+fn kmeans(m: &Magnitudes, mut centers: Vec<f64>) -> Codebook {
+    const ITERATIONS: usize = 300;
+    let k = centers.len();
+    centers.sort_by(f64::total_cmp);
     for _ in 0..ITERATIONS {
         let mut next = centers.clone();
         let mut lo = 0;
@@ -227,7 +246,7 @@ mod tests {
         let m = Magnitudes::new(&x);
         let minmax = Baseline::UniformMinMax.fit(&m, 3).unwrap().l2_error(&m);
         let mse = Baseline::UniformMse.fit(&m, 3).unwrap().l2_error(&m);
-        let lloyd = lloyd_max(&m, 4).l2_error(&m);
+        let lloyd = lloyd_max(&m, 4, &[]).l2_error(&m);
         assert!(mse < minmax, "{mse} vs {minmax}");
         for b in Baseline::ALL {
             let e = b.fit(&m, 3).unwrap().l2_error(&m);

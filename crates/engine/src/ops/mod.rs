@@ -157,6 +157,10 @@ impl<'a> NodeCtx<'a> {
             .unwrap_or(default))
     }
 
+    pub fn attr_int_opt(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.attr(name, AttributeType::Int)?.and_then(|a| a.i))
+    }
+
     pub fn attr_float(&self, name: &str) -> Result<Option<f32>> {
         Ok(self.attr(name, AttributeType::Float)?.and_then(|a| a.f))
     }

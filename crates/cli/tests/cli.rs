@@ -1,0 +1,328 @@
+//! The `subsetq` binary end to end: real models in, JSON out, and every bad input refused
+//! with exit code 2 and one clear line.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use prost::Message;
+use serde_json::Value;
+use subsetq_onnx::pb;
+
+/// The vectors promise the reference's score to 1e-5 relative.
+const ERROR_REL_TOL: f64 = 1e-5;
+
+fn subsetq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_subsetq"))
+        .args(args)
+        .output()
+        .expect("run subsetq")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("subsetq-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Exit code 2 and an `error: …` line first (clap may add a usage hint) containing `needle`.
+fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no error message");
+    assert!(lines[0].starts_with("error"), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(pb::tensor_proto::DataType::Float as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+}
+
+/// Three 1×1 convs in a row; `middle` holds the middle layer's 16 weights.
+fn three_conv_model(middle: [f32; 16]) -> Vec<u8> {
+    let node = |name: &str, input: &str, w: &str, out: &str| pb::NodeProto {
+        op_type: Some("Conv".into()),
+        name: Some(name.into()),
+        input: vec![input.into(), w.into()],
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let ramp: Vec<f32> = (0..16).map(|i| i as f32 / 8.0 - 1.0).collect();
+    let model = pb::ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(pb::GraphProto {
+            name: Some("three_convs".into()),
+            node: vec![
+                node("c1", "x", "w1", "a"),
+                node("c2", "a", "w2", "b"),
+                node("c3", "b", "w3", "y"),
+            ],
+            initializer: vec![
+                tensor("w1", &[4, 4, 1, 1], &ramp),
+                tensor("w2", &[4, 4, 1, 1], &middle),
+                tensor("w3", &[4, 4, 1, 1], &ramp),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+#[test]
+fn search_json_matches_the_released_reference_on_efficientnet_lite0() {
+    let Some(model) = subsetq_onnx::test_assets::require("efficientnet-lite0.onnx") else {
+        return;
+    };
+    let dir = temp_dir("effnet");
+    let json = dir.join("w2.json");
+    let out = subsetq(&[
+        "search",
+        model.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("_blocks.0._depthwise_conv.weight"),
+        "table lists the layers"
+    );
+    assert!(
+        stdout.contains("SQ lower on"),
+        "table ends with the comparison"
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc["total_seconds"].as_f64().unwrap() > 0.0);
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 50);
+    let vectors: Vec<Value> = serde_json::from_str(include_str!(
+        "../../core/tests/data/effl0-reference-w2.json"
+    ))
+    .unwrap();
+    for v in &vectors {
+        let l = layers
+            .iter()
+            .find(|l| l["name"] == v["tensor"])
+            .expect("layer in JSON");
+        assert_eq!(l["bits"], 2);
+        assert_eq!(
+            l["numel"].as_u64().unwrap(),
+            v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        );
+        let (got, want) = (
+            l["l2_error"].as_f64().unwrap(),
+            v["l2_error"].as_f64().unwrap(),
+        );
+        assert!(
+            (got - want).abs() <= ERROR_REL_TOL * want,
+            "{}: {got} vs {want}",
+            v["tensor"]
+        );
+        let subset: Vec<f64> = l["subset"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        let want_subset: Vec<f64> = v["subset"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!(
+            subset
+                .iter()
+                .zip(&want_subset)
+                .all(|(a, b)| (a - b).abs() < 1e-7),
+            "{}",
+            v["tensor"]
+        );
+    }
+    // First and last layers stay 8-bit uniform.
+    assert_eq!(layers[0]["quantizer"], "uniform");
+    assert_eq!(layers[0]["bits"], 8);
+    assert_eq!(layers[49]["name"], "_fc.weight");
+    assert_eq!(layers[49]["quantizer"], "uniform");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn search_runs_on_mnist_cnn_with_every_method() {
+    let Some(model) = subsetq_onnx::test_assets::require("mnist-cnn.onnx") else {
+        return;
+    };
+    for method in ["fast", "dp", "reference"] {
+        // The reference port is slow: 2-bit keeps it to 105 candidates.
+        let out = subsetq(&[
+            "search",
+            model.to_str().unwrap(),
+            "--bits",
+            "2",
+            "--method",
+            method,
+            "--first-last-bits",
+            "8",
+        ]);
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("conv2.weight"));
+    }
+}
+
+#[test]
+fn bench_search_prints_measured_ratios() {
+    let Some(model) = subsetq_onnx::test_assets::require("mnist-cnn.onnx") else {
+        return;
+    };
+    let dir = temp_dir("bench");
+    let json = dir.join("bench.json");
+    let out = subsetq(&[
+        "bench",
+        "search",
+        model.to_str().unwrap(),
+        "--bits",
+        "3",
+        "--sample",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reference/fast"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc["ratio_reference_over_fast"].as_f64().unwrap() > 1.0);
+    assert!(
+        doc["fast_vs_reference_max_relative_difference"]
+            .as_f64()
+            .unwrap()
+            < 1e-9
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_inputs_are_refused_with_exit_code_2() {
+    let dir = temp_dir("bad");
+    let missing = dir.join("missing.onnx");
+    assert_refused(
+        &subsetq(&["search", missing.to_str().unwrap()]),
+        "missing.onnx",
+    );
+
+    let garbage = dir.join("garbage.onnx");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff not a protobuf at all").unwrap();
+    assert_refused(
+        &subsetq(&["search", garbage.to_str().unwrap()]),
+        "not a valid ONNX model",
+    );
+
+    let good = three_conv_model(std::array::from_fn(|i| i as f32 - 7.5));
+    let truncated = dir.join("truncated.onnx");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    assert_refused(
+        &subsetq(&["search", truncated.to_str().unwrap()]),
+        "truncated.onnx",
+    );
+
+    let mut with_nan: [f32; 16] = std::array::from_fn(|i| i as f32);
+    with_nan[5] = f32::NAN;
+    let nan = dir.join("nan.onnx");
+    std::fs::write(&nan, three_conv_model(with_nan)).unwrap();
+    assert_refused(&subsetq(&["search", nan.to_str().unwrap()]), "w2");
+    let mut with_inf = [0.5f32; 16];
+    with_inf[0] = f32::INFINITY;
+    let inf = dir.join("inf.onnx");
+    std::fs::write(&inf, three_conv_model(with_inf)).unwrap();
+    assert_refused(
+        &subsetq(&["search", inf.to_str().unwrap()]),
+        "NaN or infinite",
+    );
+
+    let ok = dir.join("ok.onnx");
+    std::fs::write(&ok, &good).unwrap();
+    let ok_s = ok.to_str().unwrap();
+    assert_refused(
+        &subsetq(&["search", ok_s, "--uset", "[0,-1"]),
+        "universal-set spec",
+    );
+    assert_refused(&subsetq(&["search", ok_s, "--bits", "9"]), "9");
+    assert_refused(&subsetq(&["search", ok_s, "--method", "magic"]), "magic");
+    assert_refused(&subsetq(&["search", ok_s, "--bits", "5"]), "15 points");
+    // The same model with finite weights is searched fine.
+    let fine = subsetq(&["search", ok_s, "--bits", "3"]);
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+
+    // The input is never overwritten, and a failed write leaves nothing behind.
+    assert_refused(
+        &subsetq(&["search", ok_s, "--json", ok_s]),
+        "refusing to overwrite",
+    );
+    assert_eq!(std::fs::read(&ok).unwrap(), good);
+    let nowhere = dir.join("no/such/dir/out.json");
+    assert_refused(
+        &subsetq(&["search", ok_s, "--json", nowhere.to_str().unwrap()]),
+        "out.json",
+    );
+    assert!(!nowhere.exists());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_model_without_weight_layers_is_refused() {
+    let dir = temp_dir("empty");
+    let path = dir.join("relu.onnx");
+    let model = pb::ModelProto {
+        graph: Some(pb::GraphProto {
+            node: vec![pb::NodeProto {
+                op_type: Some("Relu".into()),
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    assert_refused(
+        &subsetq(&["search", path.to_str().unwrap()]),
+        "no Conv / Gemm / MatMul",
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
