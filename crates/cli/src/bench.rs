@@ -146,16 +146,16 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
         .map(|l| per_candidate * (l.x.len() as f64 / big.x.len() as f64) * cands.len() as f64)
         .sum();
 
-    println!("{:<44} {:>12}", "method", "seconds");
-    println!("{:<44} {:>12.3}", "fast (whole model, measured)", fast_s);
-    println!("{:<44} {:>12.3}", "dp (whole model, measured)", dp_s);
+    println!("{:<56} {:>12}", "method", "seconds");
+    println!("{:<56} {:>12.3}", "fast (whole model, measured)", fast_s);
+    println!("{:<56} {:>12.3}", "dp (whole model, measured)", dp_s);
     println!(
-        "{:<44} {:>12.4}",
+        "{:<56} {:>12.4}",
         format!("reference, per candidate ({} weights)", big.x.len()),
         per_candidate
     );
     println!(
-        "{:<44} {:>12.1}",
+        "{:<56} {:>12.1}",
         format!(
             "reference, that layer ({} candidates, extrapolated)",
             cands.len()
@@ -163,7 +163,7 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
         ref_layer_s
     );
     println!(
-        "{:<44} {:>12.1}",
+        "{:<56} {:>12.1}",
         "reference, whole model (extrapolated)", ref_model_s
     );
     println!(

@@ -140,10 +140,13 @@ pub fn search_prepared(
             let xs: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
             exhaustive(uset, k, |s| Some(reference_fit(&xs, s)))
         }
+        Method::Fast if candidate_count(uset, k) < PRUNE_FROM => {
+            exhaustive(uset, k, |s| Some(fast_fit(m, s)))
+        }
         Method::Fast => {
             // A near-optimal subset from the DP gives a score τ to beat; candidates whose
             // lower bound exceeds τ are skipped, which leaves the winner unchanged.
-            let near_best = dp_search(m, uset.sorted(), k).subset;
+            let near_best = dp_search(m, uset.sorted(), k, DP_QUICK).subset;
             let tau = fast_fit(m, &near_best).l2_error;
             let bins = Bins::new(m);
             exhaustive(uset, k, |s| match &bins {
@@ -151,8 +154,15 @@ pub fn search_prepared(
                 _ => Some(fast_fit(m, s)),
             })
         }
-        Method::Dp => Ok(dp_search(m, uset.sorted(), k)),
+        Method::Dp => Ok(dp_search(m, uset.sorted(), k, DP_FULL)),
     }
+}
+
+/// Below this many candidates, fitting them all is cheaper than finding a bound to prune with.
+const PRUNE_FROM: u128 = 1000;
+
+fn candidate_count(uset: &UniversalSet, k: usize) -> u128 {
+    binomial(uset.len() as u128, k as u128)
 }
 
 /// All K-subsets of the set in the reference's enumeration order (combinations of the points
@@ -161,7 +171,7 @@ pub fn search_prepared(
 /// of equal scores, so this changes no result).
 pub fn candidates(uset: &UniversalSet, k: usize) -> Result<Vec<Vec<f64>>> {
     let pts = uset.in_order();
-    let count = binomial(pts.len() as u128, k as u128);
+    let count = candidate_count(uset, k);
     if count > MAX_CANDIDATES {
         return Err(Error::TooManyCandidates {
             count,
@@ -334,11 +344,21 @@ fn dp_subset(m: &Magnitudes, u: &[f64], k: usize, beta: f64) -> (f64, Vec<usize>
 }
 
 /// Grid over β, then alternation from the best few distinct subsets.
-fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
-    /// Grid density: points per octave of β.
-    const PER_OCTAVE: f64 = 24.0;
-    /// Distinct grid winners refined by alternation.
-    const STARTS: usize = 6;
+/// How thoroughly `dp_search` looks: grid points per octave of β, and how many distinct grid
+/// winners it refines by alternation.
+#[derive(Clone, Copy)]
+struct DpEffort {
+    per_octave: f64,
+    starts: usize,
+}
+
+/// The `dp` method's own search.
+const DP_FULL: DpEffort = DpEffort { per_octave: 24.0, starts: 6 };
+/// Enough to give `fast` a bound to prune with (a slightly worse τ only prunes a little less).
+const DP_QUICK: DpEffort = DpEffort { per_octave: 8.0, starts: 2 };
+
+fn dp_search(m: &Magnitudes, u: &[f64], k: usize, effort: DpEffort) -> SubsetChoice {
+    let DpEffort { per_octave, starts: starts_wanted } = effort;
     /// Alternation rounds per start (each strictly improves, so this is only a guard).
     const ROUNDS: usize = 50;
 
@@ -347,11 +367,11 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
     let u_min = u.iter().copied().find(|v| *v > 0.0).unwrap_or(u_max);
     // The largest chosen point β·max(S) sits between top/64 and just above the data's top.
     let (lo, hi) = (top / 64.0 / u_max, 1.05 * top / u_min);
-    let steps = ((hi / lo).log2() * PER_OCTAVE).ceil() as usize;
+    let steps = ((hi / lo).log2() * per_octave).ceil() as usize;
     let grid: Vec<(f64, f64, Vec<usize>)> = (0..=steps)
         .into_par_iter()
         .map(|i| {
-            let beta = lo * 2f64.powf(i as f64 / PER_OCTAVE);
+            let beta = lo * 2f64.powf(i as f64 / per_octave);
             let (c, idx) = dp_subset(m, u, k, beta);
             (c, beta, idx)
         })
@@ -360,7 +380,7 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize) -> SubsetChoice {
     order.sort_by(|&a, &b| grid[a].0.total_cmp(&grid[b].0).then(a.cmp(&b)));
     let mut starts: Vec<usize> = Vec::new();
     for i in order {
-        if starts.len() == STARTS {
+        if starts.len() == starts_wanted {
             break;
         }
         if starts.iter().all(|&s| grid[s].2 != grid[i].2) {
