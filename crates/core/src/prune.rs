@@ -135,15 +135,24 @@ impl Bins {
         // α ends as Σ s_j A_j / Σ s_j² n_j (between v_min and v_max / s_min) or as mean|x|.
         let lo = 0.5 * self.v_min.min(self.mean_abs);
         let hi = 2.0 * self.v_max / s_min;
-        // Coarse start: one interval up to 2 % of the top (all of it clamps far from the data),
-        // then octaves.
+        // Coarse start: one interval up to 5 % of the top (everything there clamps far below
+        // the data), steps of √2 where the α of good subsets lie, then two wide intervals up
+        // to `hi`, where levels are spread so far that the bound is large anyway.
         let mut stack: Vec<(f64, f64)> = Vec::with_capacity(64);
-        let mut a = (0.02 * self.v_max).max(lo);
+        let mut a = (0.05 * self.v_max).max(lo);
         stack.push((lo, a));
-        while a < hi {
-            let b = (a * 2.0).min(hi);
+        let fine_end = (2.0 * self.v_max).min(hi);
+        while a < fine_end {
+            let b = (a * std::f64::consts::SQRT_2).min(fine_end);
             stack.push((a, b));
             a = b;
+        }
+        if a < hi {
+            let b = (4.0 * a).min(hi);
+            stack.push((a, b));
+            if b < hi {
+                stack.push((b, hi));
+            }
         }
         let mut evals = 0;
         while let Some((a, b)) = stack.pop() {
