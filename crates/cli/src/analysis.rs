@@ -72,8 +72,39 @@ fn role_name(layer: &WeightLayer) -> &'static str {
     }
 }
 
-/// Searches one layer and measures the baselines on it.
-pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerReport> {
+/// What a layer is quantized with, and everything needed to report on it.
+pub struct Choice {
+    pub bits: u32,
+    /// "sq", or a baseline's name; first / last layers are "uniform".
+    pub quantizer: &'static str,
+    pub codebook: Codebook,
+    /// max|w|.
+    pub scale: f32,
+    /// x = w / max|w|.
+    pub x: Vec<f32>,
+    pub magnitudes: Magnitudes,
+    pub candidates: usize,
+    pub fitted: usize,
+    pub seconds: f64,
+}
+
+impl Choice {
+    /// The dequantized weights: max|w| · Q(x).
+    pub fn dequantized(&self) -> Vec<f32> {
+        self.x
+            .iter()
+            .map(|v| self.scale * self.codebook.quantize_value(*v))
+            .collect()
+    }
+}
+
+/// Chooses one layer's codebook: first / last layers uniform at `first_last_bits`, the others
+/// SQ (or the baseline `baseline`, when given) at `bits`.
+pub fn choose(
+    layer: &WeightLayer,
+    opts: &SearchOptions,
+    baseline: Option<Baseline>,
+) -> Result<Choice> {
     let keep_uniform = layer.role.is_first() || layer.role.is_last();
     let bits = if keep_uniform {
         opts.first_last_bits
@@ -82,17 +113,52 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
     };
     let what = || format!("layer {} (node {})", layer.name, layer.node);
     let (scale, x) = normalize(&layer.data).with_context(what)?;
-    let m = Magnitudes::new(&x);
+    let magnitudes = Magnitudes::new(&x);
     let started = Instant::now();
-    let (quantizer, chosen, candidates, fitted) = if keep_uniform {
-        let cb = Baseline::UniformMinMax.fit(&m, bits).with_context(what)?;
-        ("uniform", cb, 0, 0)
-    } else {
-        let c = search_prepared(&x, &m, &opts.uset, bits, opts.method).with_context(what)?;
-        ("sq", c.codebook(), c.candidates, c.fitted)
+    let (quantizer, codebook, candidates, fitted) = match (keep_uniform, baseline) {
+        (true, _) => (
+            "uniform",
+            Baseline::UniformMinMax
+                .fit(&magnitudes, bits)
+                .with_context(what)?,
+            0,
+            0,
+        ),
+        (false, Some(b)) => (b.name(), b.fit(&magnitudes, bits).with_context(what)?, 0, 0),
+        (false, None) => {
+            let c = search_prepared(&x, &magnitudes, &opts.uset, bits, opts.method)
+                .with_context(what)?;
+            ("sq", c.codebook(), c.candidates, c.fitted)
+        }
     };
+    Ok(Choice {
+        bits,
+        quantizer,
+        codebook,
+        scale,
+        x,
+        magnitudes,
+        candidates,
+        fitted,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Searches one layer and measures the baselines on it.
+pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerReport> {
+    let what = || format!("layer {} (node {})", layer.name, layer.node);
+    let Choice {
+        bits,
+        quantizer,
+        codebook: chosen,
+        scale,
+        x,
+        magnitudes: m,
+        candidates,
+        fitted,
+        seconds: search_seconds,
+    } = choose(layer, opts, None)?;
     let l2_error = chosen.l2_error(&m);
-    let search_seconds = started.elapsed().as_secs_f64();
     let mut baselines = Vec::new();
     let mut fitted_baselines = Vec::new();
     for b in Baseline::ALL {

@@ -5,6 +5,7 @@
 mod analysis;
 mod bench;
 mod output;
+mod quantize;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Search every Conv / Gemm / MatMul layer: chosen subset, α and error next to the baselines.
     Search(SearchArgs),
+    /// Write a quantized ONNX model (weights replaced by their quantized values).
+    Quantize(quantize::QuantizeArgs),
     /// Benchmarks, each printing ratios measured in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Search(args) => run_search(&args),
+        Command::Quantize(args) => quantize::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
     };
     match result {
@@ -112,9 +116,16 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-/// Loads a model and lists its weight layers, refusing models with none.
-pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
-    let model = subsetq_onnx::load(path)?;
+/// Loads a model.
+pub fn load_model(path: &Path) -> Result<subsetq_onnx::Model> {
+    Ok(subsetq_onnx::load(path)?)
+}
+
+/// A model's weight layers, refusing models with none.
+pub fn weight_layers(
+    model: &subsetq_onnx::Model,
+    path: &Path,
+) -> Result<Vec<subsetq_onnx::WeightLayer>> {
     let layers = model
         .weight_layers()
         .with_context(|| format!("{}", path.display()))?;
@@ -125,6 +136,11 @@ pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
         );
     }
     Ok(layers)
+}
+
+/// Loads a model and lists its weight layers, refusing models with none.
+pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
+    weight_layers(&load_model(path)?, path)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

@@ -326,3 +326,94 @@ fn a_model_without_weight_layers_is_refused() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn quantize_writes_a_model_whose_weights_are_on_the_recorded_codebooks() {
+    let Some(model) = subsetq_onnx::test_assets::require("mnist-cnn.onnx") else {
+        return;
+    };
+    let before = std::fs::read(&model).unwrap();
+    let dir = temp_dir("quantize");
+    let out_path = dir.join("q3.onnx");
+    let out = subsetq(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+        "--bits",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the input is never modified"
+    );
+
+    let q = subsetq_onnx::load(&out_path).unwrap();
+    let record: Value = serde_json::from_str(q.metadata("subsetq").expect("metadata")).unwrap();
+    let layers = record["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    for l in layers {
+        let name = l["name"].as_str().unwrap();
+        let (bits, scale, alpha) = (
+            l["bits"].as_u64().unwrap(),
+            l["scale"].as_f64().unwrap(),
+            l["alpha"].as_f64().unwrap(),
+        );
+        let levels: Vec<f64> = l["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(levels.len(), 1 << (bits - 1), "{name}");
+        let allowed: Vec<f32> = levels
+            .iter()
+            .map(|s| scale as f32 * (alpha * s) as f32)
+            .collect();
+        let (_, w) = q.initializer_f32(name).unwrap().unwrap();
+        for v in w {
+            assert!(
+                v == 0.0 || allowed.contains(&v.abs()),
+                "{name}: {v} is not ±scale·α·level"
+            );
+        }
+        let quantizer = l["quantizer"].as_str().unwrap();
+        if name == "conv1.weight" || name == "fc2.weight" {
+            assert_eq!((quantizer, bits), ("uniform", 8));
+        } else {
+            assert_eq!((quantizer, bits), ("sq", 3));
+        }
+    }
+    // Everything but the weights is unchanged.
+    let orig = subsetq_onnx::load(&model).unwrap();
+    assert_eq!(q.graph().unwrap().node, orig.graph().unwrap().node);
+
+    assert_refused(
+        &subsetq(&[
+            "quantize",
+            model.to_str().unwrap(),
+            "-o",
+            model.to_str().unwrap(),
+        ]),
+        "refusing to overwrite",
+    );
+    let nowhere = dir.join("missing/dir/q.onnx");
+    assert_refused(
+        &subsetq(&[
+            "quantize",
+            model.to_str().unwrap(),
+            "-o",
+            nowhere.to_str().unwrap(),
+        ]),
+        "q.onnx",
+    );
+    assert!(!nowhere.exists());
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -44,6 +44,7 @@
 mod layers;
 mod tensor;
 pub mod test_assets;
+mod write;
 
 use std::path::{Path, PathBuf};
 
