@@ -353,12 +353,21 @@ struct DpEffort {
 }
 
 /// The `dp` method's own search.
-const DP_FULL: DpEffort = DpEffort { per_octave: 24.0, starts: 6 };
+const DP_FULL: DpEffort = DpEffort {
+    per_octave: 24.0,
+    starts: 6,
+};
 /// Enough to give `fast` a bound to prune with (a slightly worse τ only prunes a little less).
-const DP_QUICK: DpEffort = DpEffort { per_octave: 8.0, starts: 2 };
+const DP_QUICK: DpEffort = DpEffort {
+    per_octave: 8.0,
+    starts: 2,
+};
 
 fn dp_search(m: &Magnitudes, u: &[f64], k: usize, effort: DpEffort) -> SubsetChoice {
-    let DpEffort { per_octave, starts: starts_wanted } = effort;
+    let DpEffort {
+        per_octave,
+        starts: starts_wanted,
+    } = effort;
     /// Alternation rounds per start (each strictly improves, so this is only a guard).
     const ROUNDS: usize = 50;
 
