@@ -1,0 +1,49 @@
+//! Runs ONNX CNN graphs on burn tensors, with or without autograd.
+//!
+//! [`Plan::from_model`] turns the main graph of an ONNX model into a checked
+//! list of steps (every operator matched to an implementation, attributes and
+//! constant inputs validated: an unsupported operator is an error naming the
+//! node before any work). [`Engine`] puts the plan's constants on a burn
+//! [`Device`](burn_tensor::Device) and runs it; shapes are inferred and checked
+//! for the actual inputs before the first tensor operation, so a wrong input
+//! shape is a clear error, never a panic inside the tensor library.
+//!
+//! The device picks the backend at run time: `Device::flex()` (CPU, SIMD,
+//! multi-threaded) for inference, `Device::flex().autodiff()` for the same
+//! code with gradients (see [`Engine::require_grad`]).
+//!
+//! [`fold_batch_norm`] folds `BatchNormalization` nodes into the preceding
+//! `Conv` / `Gemm` of an ONNX model.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use subsetq_engine::{Engine, Value};
+//! use burn_tensor::Device;
+//!
+//! let device = Device::flex();
+//! let engine = Engine::load(Path::new("assets/mnist-cnn.onnx"), &device)?;
+//! let x = Value::from_f32(vec![0.0; 28 * 28], &[1, 1, 28, 28], &device).unwrap();
+//! let probs = engine.run1(x)?.to_vec();
+//! # Ok::<(), subsetq_engine::EngineError>(())
+//! ```
+//!
+//! Supported operators: see [`supported_ops`]. 2-D convolution and pooling
+//! only (NCHW); tensors of rank 1 to [`MAX_RANK`]; float32 data; integer
+//! tensors only as constant shapes, pads and axes.
+
+#![deny(missing_docs)]
+
+mod constant;
+mod error;
+mod fold;
+mod ops;
+mod plan;
+mod value;
+
+pub use burn_tensor;
+pub use constant::{ConstData, ConstTensor};
+pub use error::{EngineError, Result};
+pub use fold::{fold_batch_norm, FoldReport};
+pub use ops::supported_ops;
+pub use plan::{Engine, InputSpec, Plan, StepTime};
+pub use value::{IntoValue, Value, MAX_RANK};
