@@ -66,6 +66,15 @@ fn short(name: &str, width: usize) -> String {
     }
 }
 
+/// A layer's error over the Lloyd-Max error with as many magnitudes.
+fn lloyd_max_ratio(r: &LayerReport) -> f64 {
+    if r.lloyd_max_error > 0.0 {
+        r.l2_error / r.lloyd_max_error
+    } else {
+        1.0
+    }
+}
+
 /// The per-layer table and the SQ-vs-baselines summary.
 pub fn print_table(
     reports: &[LayerReport],
@@ -106,11 +115,7 @@ pub fn print_table(
         } else {
             format!("{} uniform levels", r.subset.len())
         };
-        let lm = if r.lloyd_max_error > 0.0 {
-            r.l2_error / r.lloyd_max_error
-        } else {
-            1.0
-        };
+        let lm = lloyd_max_ratio(r);
         println!(
             "{:<34} {:>8} {:>2} {:<5} {:>7.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>6.3}  {}",
             short(&r.name, 34),
@@ -136,7 +141,23 @@ pub fn print_table(
         search,
         total_seconds
     );
-    println!("error = ‖|x| − |Q(x)|‖₂ on x = w / max|w|; /LM = SQ error ÷ Lloyd-Max error (the floor for {} magnitudes)", 1 << (opts.bits - 1));
+    println!(
+        "error = ‖|x| − |Q(x)|‖₂ on x = w / max|w|; /LM = error ÷ Lloyd-Max error (k-means with {} magnitudes)",
+        1 << (opts.bits - 1)
+    );
+    let sq_lm: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.quantizer == "sq")
+        .map(lloyd_max_ratio)
+        .collect();
+    if !sq_lm.is_empty() {
+        println!(
+            "SQ ÷ Lloyd-Max over the {} SQ layers: mean {:.3}, max {:.3}",
+            sq_lm.len(),
+            sq_lm.iter().sum::<f64>() / sq_lm.len() as f64,
+            sq_lm.iter().cloned().fold(0.0, f64::max)
+        );
+    }
     println!(
         "SQ (per tensor) vs baselines over the {} SQ layers:",
         comparisons.first().map_or(0, |c| c.layers)
