@@ -1,6 +1,5 @@
 //! Printing tables and writing files safely.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -20,33 +19,11 @@ pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes JSON to a temporary file beside `path`, then renames it into place, so a reader
-/// never sees a half-written file.
+/// Writes pretty JSON atomically: a reader never sees a half-written file.
 pub fn write_json_atomically(path: &Path, doc: &serde_json::Value) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, doc)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+    let mut bytes = serde_json::to_vec_pretty(doc)?;
+    bytes.push(b'\n');
+    subsetq_onnx::write_atomically(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -45,6 +45,7 @@ mod layers;
 mod tensor;
 pub mod test_assets;
 mod write;
+pub use write::write_atomically;
 
 use std::path::{Path, PathBuf};
 

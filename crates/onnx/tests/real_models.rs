@@ -18,6 +18,12 @@ fn numel(l: &WeightLayer) -> usize {
 
 fn check_common(layers: &[WeightLayer]) {
     for l in layers {
+        eprintln!(
+            "{:<28} {:<28} {:<6} {:?} out_axis={} groups={} {:?}",
+            l.name, l.node, l.op_type, l.shape, l.out_axis, l.groups, l.role
+        );
+    }
+    for l in layers {
         assert_eq!(l.data.len(), numel(l), "{}", l.name);
         assert!(l.data.iter().all(|v| v.is_finite()), "{}", l.name);
         assert!(l.out_channels() > 0, "{}", l.name);
@@ -38,12 +44,6 @@ fn efficientnet_lite0_weight_layers() {
     };
     assert!(model.opset().is_some());
     let layers = model.weight_layers().unwrap();
-    for l in &layers {
-        eprintln!(
-            "{:<28} {:<28} {:<6} {:?} out_axis={} groups={} {:?}",
-            l.name, l.node, l.op_type, l.shape, l.out_axis, l.groups, l.role
-        );
-    }
     check_common(&layers);
     assert_eq!(layers.len(), 50);
 
@@ -81,12 +81,6 @@ fn mnist_cnn_weight_layers() {
         return;
     };
     let layers = model.weight_layers().unwrap();
-    for l in &layers {
-        eprintln!(
-            "{:<28} {:<28} {:<6} {:?} out_axis={} groups={} {:?}",
-            l.name, l.node, l.op_type, l.shape, l.out_axis, l.groups, l.role
-        );
-    }
     check_common(&layers);
     let shapes: Vec<(&str, &[usize])> = layers
         .iter()
