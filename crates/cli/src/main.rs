@@ -2,8 +2,10 @@
 //!
 //! Every error is one line on stderr and exit code 2; nothing is written unless the work is done.
 
+mod accuracy;
 mod analysis;
 mod bench;
+mod eval;
 mod output;
 mod quantize;
 
@@ -33,8 +35,11 @@ struct Cli {
 enum Command {
     /// Search every Conv / Gemm / MatMul layer: chosen subset, α and error next to the baselines.
     Search(SearchArgs),
-    /// Write a quantized ONNX model (weights replaced by their quantized values).
+    /// Write a quantized ONNX model (batch norms folded, weights replaced by their quantized values).
     Quantize(quantize::QuantizeArgs),
+    /// Top-1 / top-5 of a model on labelled data (IDX file or image folder); with --compare,
+    /// agreement with a second model.
+    Eval(eval::EvalArgs),
     /// Benchmarks, each printing ratios measured in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -44,6 +49,8 @@ enum Command {
 enum BenchCommand {
     /// Whole-model search time of `fast` and `dp`, and the `reference` port extrapolated.
     Search(bench::BenchSearchArgs),
+    /// Accuracy on real data of every benchmark model × quantizer × bits, FP32 first.
+    Accuracy(accuracy::BenchAccuracyArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,7 +67,7 @@ struct SearchArgs {
     json: Option<PathBuf>,
 }
 
-/// Flags shared by `search` and `bench search`.
+/// Flags shared by `search`, `quantize` and `bench accuracy`.
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// Universal set: `paper`, `sums:K:HI..LO` (e.g. sums:2:0..-5) or terms like `[0,-1,-3,_]+[0,-2,-4,_]`.
@@ -90,7 +97,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Search(args) => run_search(&args),
         Command::Quantize(args) => quantize::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
+        Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

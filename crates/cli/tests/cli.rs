@@ -417,3 +417,217 @@ fn quantize_writes_a_model_whose_weights_are_on_the_recorded_codebooks() {
     assert_eq!(std::fs::read(&model).unwrap(), before);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An IDX images file (`n` images of `rows × cols`) and its labels file, under the standard
+/// names in `dir`; returns the images path.
+fn write_idx(
+    dir: &std::path::Path,
+    rows: u32,
+    cols: u32,
+    images: &[&[u8]],
+    labels: &[u8],
+) -> PathBuf {
+    let header = |magic: u32, dims: &[u32]| -> Vec<u8> {
+        std::iter::once(magic)
+            .chain(dims.iter().copied())
+            .flat_map(u32::to_be_bytes)
+            .collect()
+    };
+    let mut img = header(0x803, &[images.len() as u32, rows, cols]);
+    images.iter().for_each(|i| img.extend_from_slice(i));
+    let mut lab = header(0x801, &[labels.len() as u32]);
+    lab.extend_from_slice(labels);
+    let path = dir.join("t10k-images-idx3-ubyte");
+    std::fs::write(&path, img).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab).unwrap();
+    path
+}
+
+/// x [N, 1, 3, 3] → `op` (a 1×1 conv with weight 1 by default) → Flatten → y [N, 9]: the
+/// outputs are the pixels.
+fn pixels_model(op: &str) -> Vec<u8> {
+    let dim = |d: Option<i64>| pb::tensor_shape_proto::Dimension {
+        value: Some(match d {
+            Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(v),
+            None => pb::tensor_shape_proto::dimension::Value::DimParam("N".into()),
+        }),
+        ..Default::default()
+    };
+    let value_info = |name: &str, dims: &[Option<i64>]| pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(pb::tensor_proto::DataType::Float as i32),
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims.iter().map(|&d| dim(d)).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (first, inputs) = if op == "Conv" {
+        ("c", vec!["x".to_string(), "w".to_string()])
+    } else {
+        ("c", vec!["x".to_string()])
+    };
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(pb::GraphProto {
+            name: Some("pixels".into()),
+            node: vec![
+                pb::NodeProto {
+                    op_type: Some(op.into()),
+                    name: Some(format!("{op}_0")),
+                    input: inputs,
+                    output: vec![first.into()],
+                    ..Default::default()
+                },
+                pb::NodeProto {
+                    op_type: Some("Flatten".into()),
+                    name: Some("flatten".into()),
+                    input: vec![first.into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                },
+            ],
+            initializer: vec![tensor("w", &[1, 1, 1, 1], &[1.0])],
+            input: vec![value_info("x", &[None, Some(1), Some(3), Some(3)])],
+            output: vec![value_info("y", &[None, Some(9)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+#[test]
+fn eval_scores_a_model_whose_outputs_are_known() {
+    let dir = temp_dir("eval-known");
+    // Image 0: largest pixel at 4 (label 4: top-1). Image 1: largest at 0, label 2 is the
+    // third largest (top-5 only).
+    let data = write_idx(
+        &dir,
+        3,
+        3,
+        &[
+            &[1, 2, 3, 4, 90, 5, 6, 7, 8],
+            &[90, 10, 70, 1, 2, 80, 3, 4, 5],
+        ],
+        &[4, 2],
+    );
+    let model = dir.join("pixels.onnx");
+    std::fs::write(&model, pixels_model("Conv")).unwrap();
+    let json = dir.join("eval.json");
+    let flags = ["--color", "gray", "--size", "3,3"];
+    let mut args = vec![
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--compare",
+        model.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let out = subsetq(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["n"], 2);
+    assert_eq!(doc["top1"], 50.0);
+    assert_eq!(doc["top5"], 100.0);
+    assert_eq!(doc["agreement_top1"], 100.0);
+    assert_eq!(doc["output_mse"], 0.0);
+    // Normalisation flags reach the model: scaled pixels, same ranking.
+    let scaled = subsetq(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--color",
+        "gray",
+        "--size",
+        "3,3",
+        "--scale",
+        "0.5",
+        "--mean",
+        "-1",
+    ]);
+    let stdout = String::from_utf8_lossy(&scaled.stdout);
+    assert!(stdout.contains("top-1 50.00 %"), "{stdout}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn eval_refuses_bad_inputs_with_exit_code_2() {
+    let dir = temp_dir("eval-bad");
+    let data = write_idx(&dir, 3, 3, &[&[0; 9], &[1; 9]], &[0, 1]);
+    let data_s = data.to_str().unwrap();
+    let good = dir.join("pixels.onnx");
+    std::fs::write(&good, pixels_model("Conv")).unwrap();
+    let good_s = good.to_str().unwrap();
+    let eval = |model: &str, data: &str, extra: &[&str]| {
+        let mut args = vec!["eval", model, "--data", data, "--color", "gray"];
+        args.extend(extra);
+        subsetq(&args)
+    };
+
+    // Unsupported operator: named with its node, before any data is read.
+    let erf = dir.join("erf.onnx");
+    std::fs::write(&erf, pixels_model("Erf")).unwrap();
+    assert_refused(
+        &eval(erf.to_str().unwrap(), data_s, &["--size", "3,3"]),
+        "node Erf_0: unsupported operator Erf",
+    );
+    // Wrong input shape: 4×4 images for a 3×3 input.
+    let other = dir.join("four");
+    std::fs::create_dir_all(&other).unwrap();
+    let four = write_idx(&other, 4, 4, &[&[0; 16]], &[0]);
+    assert_refused(&eval(good_s, four.to_str().unwrap(), &[]), "input x");
+    // Missing data, and images whose labels file is missing.
+    let missing = dir.join("no-such-images");
+    assert_refused(
+        &eval(good_s, missing.to_str().unwrap(), &["--size", "3,3"]),
+        "no-such-images: not found",
+    );
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    assert_refused(
+        &eval(good_s, data_s, &["--size", "3,3"]),
+        "labels file not found",
+    );
+    // Corrupt models, as the model and as the one compared with.
+    let garbage = dir.join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07\x12\xff\xff garbage").unwrap();
+    assert_refused(
+        &eval(garbage.to_str().unwrap(), data_s, &["--size", "3,3"]),
+        "not a valid ONNX model",
+    );
+    assert_refused(
+        &eval(
+            good_s,
+            data_s,
+            &["--size", "3,3", "--compare", garbage.to_str().unwrap()],
+        ),
+        "garbage.onnx",
+    );
+    // No preprocessing: no sidecar and no flags.
+    assert_refused(
+        &subsetq(&["eval", good_s, "--data", data_s]),
+        "no preprocessing file",
+    );
+    assert_refused(&eval(good_s, data_s, &["--size", "3"]), "H,W");
+    assert_refused(
+        &eval(good_s, data_s, &["--size", "3,3", "--std", "0"]),
+        "std",
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -12,9 +12,6 @@
 //! multi-threaded) for inference, `Device::flex().autodiff()` for the same
 //! code with gradients (see [`Engine::require_grad`]).
 //!
-//! [`fold_batch_norm`] folds `BatchNormalization` nodes into the preceding
-//! `Conv` / `Gemm` of an ONNX model.
-//!
 //! ```no_run
 //! use std::path::Path;
 //! use subsetq_engine::{Engine, Value};
@@ -33,17 +30,13 @@
 
 #![deny(missing_docs)]
 
-mod constant;
 mod error;
-mod fold;
 mod ops;
 mod plan;
 mod value;
 
 pub use burn_tensor;
-pub use constant::{ConstData, ConstTensor};
 pub use error::{EngineError, Result};
-pub use fold::{fold_batch_norm, FoldReport};
 pub use ops::supported_ops;
 pub use plan::{Engine, InputSpec, Plan, StepTime};
 pub use value::{IntoValue, Value, MAX_RANK};

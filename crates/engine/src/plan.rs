@@ -7,10 +7,10 @@ use burn_tensor::Device;
 use subsetq_onnx::pb::{NodeProto, ValueInfoProto};
 use subsetq_onnx::Model;
 
-use crate::constant::{read_tensor, ConstData, ConstTensor};
 use crate::error::{node_err, EngineError, Result};
 use crate::ops::{self, constant_value, GraphView, NodeCtx, Op, Slot};
 use crate::value::{Value, MAX_RANK};
+use subsetq_onnx::{read_tensor, ConstData, ConstTensor};
 
 /// A runtime input of the graph (not an initializer).
 #[derive(Debug, Clone, PartialEq, Eq)]

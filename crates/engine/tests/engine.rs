@@ -5,7 +5,8 @@
 mod common;
 
 use subsetq_engine::burn_tensor::Device;
-use subsetq_engine::{fold_batch_norm, Engine, EngineError, Plan, Value};
+use subsetq_engine::{Engine, EngineError, Plan, Value};
+use subsetq_onnx::fold_batch_norm;
 use subsetq_onnx::pb::attribute_proto::AttributeType;
 use subsetq_onnx::pb::tensor_proto::DataType;
 use subsetq_onnx::pb::tensor_shape_proto::{dimension, Dimension};

@@ -8,7 +8,8 @@ use std::path::Path;
 use common::*;
 use prost::Message;
 use subsetq_engine::burn_tensor::Device;
-use subsetq_engine::{fold_batch_norm, Engine, Plan, Value};
+use subsetq_engine::{Engine, Plan, Value};
+use subsetq_onnx::fold_batch_norm;
 
 /// Single-operator cases: |ours − onnxruntime| ≤ OPS_TOL · max(1, |reference|).
 const OPS_TOL: f32 = 1e-5;

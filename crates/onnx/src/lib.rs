@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+mod fold;
 mod layers;
 mod tensor;
 pub mod test_assets;
@@ -51,7 +52,9 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};
+pub use tensor::{read_tensor, ConstData, ConstTensor};
 
 /// Protobuf types generated from the official `onnx.proto` (package `onnx`).
 ///

@@ -38,9 +38,66 @@ fn data_type_name(code: i32) -> String {
     }
 }
 
-/// Shape and float32 elements of `t`, from `raw_data` (little-endian) or
-/// `float_data`. Anything else is an [`OnnxError::Initializer`] error.
-pub(crate) fn tensor_f32(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
+/// Element data of a constant tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConstData {
+    /// Float tensors (FLOAT, or DOUBLE converted to f32).
+    F32(Vec<f32>),
+    /// Integer tensors (INT64, INT32), as used for shapes, pads and axes.
+    I64(Vec<i64>),
+}
+
+/// A constant tensor (a graph initializer or a `Constant` node's value):
+/// shape and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstTensor {
+    /// Dimensions (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Elements in row-major order.
+    pub data: ConstData,
+}
+
+impl ConstTensor {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The float data, if this is a float tensor.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            ConstData::F32(v) => Some(v),
+            ConstData::I64(_) => None,
+        }
+    }
+
+    /// The integer data, if this is an integer tensor.
+    pub fn as_i64(&self) -> Option<&[i64]> {
+        match &self.data {
+            ConstData::I64(v) => Some(v),
+            ConstData::F32(_) => None,
+        }
+    }
+
+    /// The single element of a one-element float tensor, as used by `Clip`'s
+    /// min / max and `Pad`'s constant value.
+    pub fn scalar_f32(&self) -> Option<f32> {
+        match self.as_f32() {
+            Some([v]) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a `TensorProto` of type FLOAT, DOUBLE (converted to f32), INT64 or
+/// INT32 whose data is embedded in the model. `name` is used in errors (a
+/// `Constant` node's value may have no name of its own). Anything else, or
+/// data that does not match the dims, is an [`OnnxError::Initializer`] error.
+pub fn read_tensor(t: &TensorProto, name: &str) -> Result<ConstTensor> {
+    let err = |msg: String| OnnxError::Initializer {
+        name: name.to_string(),
+        msg,
+    };
     let external = t.data_location == Some(DataLocation::External as i32);
     if external || !t.external_data.is_empty() {
         let location = t
@@ -49,17 +106,96 @@ pub(crate) fn tensor_f32(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
             .find(|e| e.key() == "location")
             .map(|e| format!(" (location {:?})", e.value()))
             .unwrap_or_default();
-        return Err(init_err(
-            t,
-            format!(
-                "data is stored in an external file{location}; only data embedded in the \
-                 model file is supported (re-save the model with its external data embedded)"
-            ),
-        ));
+        return Err(err(format!(
+            "data is stored in an external file{location}; only data embedded in the \
+             model file is supported (re-save the model with its external data embedded)"
+        )));
     }
     if t.segment.is_some() {
-        return Err(init_err(t, "segmented tensors are not supported"));
+        return Err(err("segmented tensors are not supported".to_string()));
     }
+    let (shape, numel) = checked_shape(t).map_err(|e| match e {
+        OnnxError::Initializer { msg, .. } => err(msg),
+        other => other,
+    })?;
+    let elements = Elements {
+        raw: t.raw_data.as_deref(),
+        shape: &shape,
+        numel,
+        err: &err,
+    };
+    let dt = t.data_type();
+    let data = if dt == DataType::Float as i32 {
+        ConstData::F32(elements.read("float_data", &t.float_data, f32::from_le_bytes)?)
+    } else if dt == DataType::Double as i32 {
+        let v = elements.read("double_data", &t.double_data, f64::from_le_bytes)?;
+        ConstData::F32(v.into_iter().map(|x| x as f32).collect())
+    } else if dt == DataType::Int64 as i32 {
+        ConstData::I64(elements.read("int64_data", &t.int64_data, i64::from_le_bytes)?)
+    } else if dt == DataType::Int32 as i32 {
+        let v = elements.read("int32_data", &t.int32_data, i32::from_le_bytes)?;
+        ConstData::I64(v.into_iter().map(i64::from).collect())
+    } else {
+        return Err(err(format!(
+            "element type {} is not supported (FLOAT, DOUBLE, INT64 and INT32 are)",
+            data_type_name(dt)
+        )));
+    };
+    Ok(ConstTensor { shape, data })
+}
+
+/// The element data of one tensor: `raw_data` (little-endian) or the typed
+/// repeated field, never both, with a length that matches the dims.
+struct Elements<'a, E> {
+    raw: Option<&'a [u8]>,
+    shape: &'a [usize],
+    numel: usize,
+    err: &'a E,
+}
+
+impl<E: Fn(String) -> OnnxError> Elements<'_, E> {
+    fn read<T: Copy, const N: usize>(
+        &self,
+        field: &str,
+        typed: &[T],
+        from_le: fn([u8; N]) -> T,
+    ) -> Result<Vec<T>> {
+        let (shape, numel) = (self.shape, self.numel);
+        match self.raw {
+            Some(raw) => {
+                if !typed.is_empty() {
+                    return Err((self.err)(format!("both raw_data and {field} are set")));
+                }
+                if numel.checked_mul(N) != Some(raw.len()) {
+                    return Err((self.err)(format!(
+                        "raw_data has {} bytes, but dims {shape:?} need {numel} elements of \
+                         {N} bytes ({} bytes)",
+                        raw.len(),
+                        numel.saturating_mul(N)
+                    )));
+                }
+                Ok(raw
+                    .chunks_exact(N)
+                    .map(|c| {
+                        let mut b = [0u8; N];
+                        b.copy_from_slice(c);
+                        from_le(b)
+                    })
+                    .collect())
+            }
+            None if typed.len() != numel => Err((self.err)(format!(
+                "{field} has {} elements, but dims {shape:?} need {numel}",
+                typed.len()
+            ))),
+            None => Ok(typed.to_vec()),
+        }
+    }
+}
+
+/// Shape and float32 elements of a FLOAT tensor. Any other element type is an
+/// [`OnnxError::Initializer`] error: weights are read as stored, never
+/// converted.
+pub(crate) fn tensor_f32(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
     let dt = t.data_type();
     if dt != DataType::Float as i32 {
         return Err(init_err(
@@ -70,44 +206,11 @@ pub(crate) fn tensor_f32(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
             ),
         ));
     }
-    let (shape, numel) = checked_shape(t)?;
-    let data = match &t.raw_data {
-        Some(raw) => {
-            if !t.float_data.is_empty() {
-                return Err(init_err(t, "both raw_data and float_data are set"));
-            }
-            if numel.checked_mul(4) != Some(raw.len()) {
-                return Err(init_err(
-                    t,
-                    format!(
-                        "raw_data has {} bytes, but dims {:?} need {} float32 elements ({} bytes)",
-                        raw.len(),
-                        shape,
-                        numel,
-                        numel.saturating_mul(4)
-                    ),
-                ));
-            }
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }
-        None => {
-            if t.float_data.len() != numel {
-                return Err(init_err(
-                    t,
-                    format!(
-                        "float_data has {} elements, but dims {:?} need {}",
-                        t.float_data.len(),
-                        shape,
-                        numel
-                    ),
-                ));
-            }
-            t.float_data.clone()
-        }
+    let c = read_tensor(t, t.name())?;
+    let ConstData::F32(v) = c.data else {
+        return Err(init_err(t, "is not a float tensor"));
     };
-    Ok((shape, data))
+    Ok((c.shape, v))
 }
 
 #[cfg(test)]
@@ -221,6 +324,42 @@ mod tests {
         t.raw_data = None;
         t.float_data = vec![0.0; 2];
         assert!(msg(tensor_f32(&t)).contains("float_data has 2 elements"));
+    }
+
+    #[test]
+    fn integer_and_double_tensors() {
+        let mut t = float_tensor("shape", &[3], false);
+        t.float_data.clear();
+        t.data_type = Some(DataType::Int64 as i32);
+        t.int64_data = vec![1, -1, 0];
+        let c = read_tensor(&t, "shape").unwrap();
+        assert_eq!(
+            (c.shape.as_slice(), c.as_i64()),
+            (&[3][..], Some(&[1, -1, 0][..]))
+        );
+        t.int64_data.pop();
+        let m = read_tensor(&t, "shape").unwrap_err().to_string();
+        assert!(m.contains("int64_data has 2 elements"), "{m}");
+
+        t.int64_data.clear();
+        t.data_type = Some(DataType::Int32 as i32);
+        t.raw_data = Some([7i32, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect());
+        assert_eq!(
+            read_tensor(&t, "s").unwrap().as_i64(),
+            Some(&[7, -2, 3][..])
+        );
+
+        t.data_type = Some(DataType::Double as i32);
+        t.raw_data = None;
+        t.double_data = vec![0.5, -2.0, 1e-3];
+        let c = read_tensor(&t, "d").unwrap();
+        assert_eq!(c.as_f32(), Some(&[0.5, -2.0, 1e-3][..]));
+        // A DOUBLE weight is not read as a weight: weights are FLOAT only.
+        assert!(msg(tensor_f32(&t)).contains("DOUBLE"));
+
+        let mut s = float_tensor("six", &[], false);
+        s.float_data = vec![6.0];
+        assert_eq!(read_tensor(&s, "six").unwrap().scalar_f32(), Some(6.0));
     }
 
     #[test]

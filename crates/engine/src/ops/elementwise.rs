@@ -120,8 +120,8 @@ pub(crate) fn build_identity(ctx: &mut NodeCtx) -> Result<Op> {
         if ctx.input_name(2).is_some() {
             let t = ctx.const_input(2, "training_mode")?;
             let on = t.as_ref().is_some_and(|c| match &c.data {
-                crate::constant::ConstData::I64(v) => v.iter().any(|&x| x != 0),
-                crate::constant::ConstData::F32(v) => v.iter().any(|&x| x != 0.0),
+                subsetq_onnx::ConstData::I64(v) => v.iter().any(|&x| x != 0),
+                subsetq_onnx::ConstData::F32(v) => v.iter().any(|&x| x != 0.0),
             });
             if on {
                 return Err(ctx.err("training_mode = true is not supported"));

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use subsetq_onnx::pb::attribute_proto::AttributeType;
 use subsetq_onnx::pb::{AttributeProto, NodeProto};
 
-use crate::constant::{read_tensor, ConstTensor};
 use crate::error::{node_err, EngineError, Result};
 use crate::value::{Value, MAX_RANK};
+use subsetq_onnx::{read_tensor, ConstTensor};
 
 /// Index of a value (graph input, constant or node output) in a plan.
 pub(crate) type Slot = usize;
@@ -288,23 +288,23 @@ pub(crate) fn constant_value(node: &NodeProto, name: &str) -> Result<ConstTensor
             let t =
                 a.t.as_ref()
                     .ok_or_else(|| node_err(name, op, "attribute value holds no tensor"))?;
-            read_tensor(t, out)
+            read_tensor(t, out).map_err(|e| node_err(name, op, e.to_string()))
         }
         "value_float" => Ok(ConstTensor {
             shape: vec![],
-            data: crate::constant::ConstData::F32(vec![a.f.unwrap_or(0.0)]),
+            data: subsetq_onnx::ConstData::F32(vec![a.f.unwrap_or(0.0)]),
         }),
         "value_floats" => Ok(ConstTensor {
             shape: vec![a.floats.len()],
-            data: crate::constant::ConstData::F32(a.floats.clone()),
+            data: subsetq_onnx::ConstData::F32(a.floats.clone()),
         }),
         "value_int" => Ok(ConstTensor {
             shape: vec![],
-            data: crate::constant::ConstData::I64(vec![a.i.unwrap_or(0)]),
+            data: subsetq_onnx::ConstData::I64(vec![a.i.unwrap_or(0)]),
         }),
         "value_ints" => Ok(ConstTensor {
             shape: vec![a.ints.len()],
-            data: crate::constant::ConstData::I64(a.ints.clone()),
+            data: subsetq_onnx::ConstData::I64(a.ints.clone()),
         }),
         other => Err(node_err(
             name,

@@ -7,60 +7,13 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .unwrap_or(manifest)
-        .to_path_buf()
-}
-
-fn missing(what: &str) -> Option<PathBuf> {
-    let msg =
-        format!("{what} is missing: run `bash scripts/fetch-assets.sh` from the workspace root");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
-    None
-}
+#[allow(unused_imports)]
+pub use subsetq_onnx::test_assets::{ort_reference, python, root};
 
 /// `assets/<relative>`, or `None` (skip) when missing outside CI.
 pub fn asset(relative: &str) -> Option<PathBuf> {
     subsetq_onnx::test_assets::require(relative)
-}
-
-/// The venv's Python with onnxruntime, or `None` (skip) when missing outside CI.
-pub fn python() -> Option<PathBuf> {
-    let py = root().join(".venv/bin/python");
-    if py.exists() {
-        Some(py)
-    } else {
-        missing(&format!("{} (Python venv with onnxruntime)", py.display()))
-    }
-}
-
-/// Runs `ort_reference.py` with `args`; returns its stdout. Panics with its
-/// stderr on failure.
-pub fn ort_reference(py: &Path, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_reference.py");
-    let out = Command::new(py)
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
-    assert!(
-        out.status.success(),
-        "{} {:?} failed:\n{}",
-        script.display(),
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A fresh, empty temp dir, removed when dropped.

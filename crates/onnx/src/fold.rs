@@ -10,13 +10,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use subsetq_onnx::pb::attribute_proto::AttributeType;
-use subsetq_onnx::pb::tensor_proto::DataType;
-use subsetq_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
-use subsetq_onnx::Model;
-
-use crate::constant::read_tensor;
-use crate::error::{EngineError, Result};
+use crate::pb::attribute_proto::AttributeType;
+use crate::pb::tensor_proto::DataType;
+use crate::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use crate::tensor::read_tensor;
+use crate::{Model, OnnxError, Result};
 
 /// What [`fold_batch_norm`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,10 +59,7 @@ fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
 /// skipped. The input model is not modified.
 pub fn fold_batch_norm(model: &Model) -> Result<(Model, FoldReport)> {
     let mut proto = model.proto.clone();
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or(EngineError::Onnx(subsetq_onnx::OnnxError::NoGraph))?;
+    let graph = proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
     let mut report = FoldReport::default();
     let mut remove = HashSet::new();
 
@@ -263,22 +258,22 @@ fn apply_fold(
             .initializer
             .iter()
             .find(|t| t.name() == name)
-            .ok_or_else(|| EngineError::Tensor {
+            .ok_or_else(|| OnnxError::Initializer {
                 name: name.to_string(),
                 msg: "initializer disappeared".to_string(),
             })?;
         let c = read_tensor(t, name)?;
         match c.as_f32() {
             Some(v) => Ok((c.shape.clone(), v.to_vec())),
-            None => Err(EngineError::Tensor {
+            None => Err(OnnxError::Initializer {
                 name: name.to_string(),
                 msg: "is not a float tensor".to_string(),
             }),
         }
     };
-    let fold_err = |msg: String| EngineError::Node {
+    let fold_err = |msg: String| OnnxError::Node {
         node: name_of(&bn, bn_i),
-        op: "BatchNormalization".to_string(),
+        op_type: "BatchNormalization".to_string(),
         msg,
     };
     let p: Vec<Vec<f32>> = bn.input[1..]

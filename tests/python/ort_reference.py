@@ -1,9 +1,13 @@
-"""onnxruntime reference outputs for the subsetq-engine tests.
+"""onnxruntime reference outputs for the Rust tests (engine and CLI).
 
 Run with the project's venv (scripts/fetch-assets.sh creates it):
 
   ort_reference.py mnist  MODEL IDX_IMAGES N OUT_PROBS
       first N images of an IDX file, pixels/255, NCHW [N,1,28,28] -> probabilities (raw f32)
+  ort_reference.py top1   MODEL IDX_IMAGES SCALE MEAN STD
+      every image of an IDX images file (raw or gzip) with its labels beside it (standard
+      name), x = (pixel * SCALE - MEAN) / STD in float32, NCHW [N,1,H,W]; prints the number
+      of images and how many have the label as the top-1 class
   ort_reference.py images MODEL IMAGE_DIR PREFIX N OUT_INPUT OUT_LOGITS
       first N (sorted) images whose name starts with PREFIX, resized (shorter side 256,
       bilinear), center-cropped 224, (x-127)/128, NCHW RGB -> input tensor and logits (raw f32)
@@ -49,6 +53,30 @@ def read_idx_images(path, n):
     n = min(n, int(count))
     pixels = np.frombuffer(data[16 : 16 + n * rows * cols], dtype=np.uint8)
     return (pixels.reshape(n, 1, rows, cols).astype(np.float32) / np.float32(255.0))
+
+
+def read_idx(path):
+    import gzip
+
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    ndims = data[3]
+    dims = np.frombuffer(data[4 : 4 + 4 * ndims], dtype=">u4").astype(int)
+    return np.frombuffer(data[4 + 4 * ndims :], dtype=np.uint8).reshape(dims)
+
+
+def cmd_top1(model, images_path, scale, mean, std):
+    images = Path(images_path)
+    labels_path = images.with_name(images.name.replace("images-idx3", "labels-idx1"))
+    images, labels = read_idx(images), read_idx(labels_path)
+    x = images[:, None, :, :].astype(np.float32)
+    x = (x * np.float32(scale) - np.float32(mean)) / np.float32(std)
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    out = np.concatenate([sess.run(None, {name: x[i : i + 500]})[0] for i in range(0, len(x), 500)])
+    correct = int((out.reshape(len(x), -1).argmax(axis=1) == labels).sum())
+    print(f"{len(x)} {correct}")
 
 
 def cmd_mnist(model, idx, n, out):
@@ -264,6 +292,7 @@ def cmd_ops(out_dir):
 def main():
     commands = {
         "mnist": cmd_mnist,
+        "top1": cmd_top1,
         "images": cmd_images,
         "run": cmd_run,
         "time": cmd_time,

@@ -1,0 +1,288 @@
+//! `subsetq bench accuracy`: one table of model × quantizer × bits → accuracy on real data,
+//! FP32 first, everything measured in one run through our engine.
+//!
+//! mnist-cnn and fashion-resnet are scored by top-1 on their 10k test sets. EfficientNet-Lite0
+//! has only the 20 foolbox ImageNet photos here, too few for a meaningful top-1, so it is
+//! scored by top-1 agreement with its FP32 model on them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use subsetq_data::LabelSource;
+
+use crate::analysis::SearchOptions;
+use crate::eval::{load_data, Agreement, Outputs, PreprocessArgs, Runner, Scores};
+use crate::quantize::{quantize_model, QuantizerArg};
+use crate::{load_model, output, CommonArgs};
+
+/// A benchmark model: where it and its data live (relative to `--root`), and how it is scored.
+struct BenchModel {
+    name: &'static str,
+    model: &'static str,
+    data: &'static str,
+    metric: Metric,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// Top-1 against the labels.
+    Top1,
+    /// Top-1 agreement with the FP32 model.
+    Fp32Agreement,
+}
+
+const MODELS: [BenchModel; 3] = [
+    BenchModel {
+        name: "mnist-cnn",
+        model: "assets/mnist-cnn.onnx",
+        data: "assets/data/mnist/t10k-images-idx3-ubyte",
+        metric: Metric::Top1,
+    },
+    BenchModel {
+        name: "fashion-resnet",
+        model: "models/fashion-resnet.onnx",
+        data: "assets/data/fashion-mnist/t10k-images-idx3-ubyte.gz",
+        metric: Metric::Top1,
+    },
+    BenchModel {
+        name: "efficientnet-lite0",
+        model: "assets/efficientnet-lite0.onnx",
+        data: "assets/data/foolbox/imagenet_*.jpg",
+        metric: Metric::Fp32Agreement,
+    },
+];
+
+#[derive(clap::Args)]
+pub struct BenchAccuracyArgs {
+    /// Models, comma separated: mnist-cnn, fashion-resnet, efficientnet-lite0.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mnist-cnn,fashion-resnet,efficientnet-lite0"
+    )]
+    models: Vec<String>,
+    /// Quantizers of the middle layers, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sq,uniform-mse,pot,apot,uniform"
+    )]
+    quantizers: Vec<QuantizerArg>,
+    /// Weight bits, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,3,2", value_parser = clap::value_parser!(u32).range(2..=8))]
+    bits: Vec<u32>,
+    /// Use only the first N images of each test set.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The repository root that holds `assets/` and `models/`.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Write every cell (and timings) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One cell of the table.
+#[derive(Serialize)]
+struct Cell {
+    model: &'static str,
+    quantizer: &'static str,
+    bits: Option<u32>,
+    /// Percent: top-1, or top-1 agreement with FP32 (see `metric`).
+    value: f64,
+    metric: &'static str,
+    top1: Option<f64>,
+    top5: Option<f64>,
+    agreement_top1: f64,
+    n: usize,
+    /// Quantization (BN folding + search) seconds.
+    quantize_seconds: f64,
+    /// Evaluation seconds.
+    eval_seconds: f64,
+}
+
+pub fn run(args: &BenchAccuracyArgs) -> Result<()> {
+    let mut chosen = Vec::new();
+    for name in &args.models {
+        match MODELS.iter().find(|m| m.name == name.trim()) {
+            Some(m) => chosen.push(m),
+            None => bail!(
+                "unknown model {name:?}; the benchmark models are {}",
+                MODELS.map(|m| m.name).join(", ")
+            ),
+        }
+    }
+    if chosen.is_empty() || args.quantizers.is_empty() || args.bits.is_empty() {
+        bail!("nothing to run: give at least one model, quantizer and bit width");
+    }
+    let started = Instant::now();
+    let mut cells = Vec::new();
+    for m in &chosen {
+        eprintln!("{}", m.name);
+        cells.extend(bench_model(m, args)?);
+    }
+    let total_seconds = started.elapsed().as_secs_f64();
+    print_table(&chosen, &cells, args);
+    println!("total {total_seconds:.1} s");
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "first_last_bits": args.common.first_last_bits,
+            "uset": args.common.uset,
+            "method": format!("{:?}", args.common.method).to_lowercase(),
+            "cells": cells,
+            "total_seconds": total_seconds,
+        });
+        output::write_json_atomically(path, &doc)?;
+    }
+    Ok(())
+}
+
+fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
+    let model_path = args.root.join(m.model);
+    let data_path = args.root.join(m.data);
+    let missing = |p: &Path| -> Result<()> {
+        if p.exists()
+            || p.parent()
+                .is_some_and(|d| d.is_dir() && p.to_string_lossy().contains('*'))
+        {
+            Ok(())
+        } else {
+            bail!(
+                "{}: not found (run `bash scripts/fetch-assets.sh` in the repository root, or give --root)",
+                p.display()
+            )
+        }
+    };
+    missing(&model_path)?;
+    missing(&data_path)?;
+    let pre = PreprocessArgs::default().resolve(&model_path)?;
+    let labels = match m.metric {
+        Metric::Top1 => LabelSource::Auto,
+        Metric::Fp32Agreement => LabelSource::FileName,
+    };
+    let data = load_data(&data_path, &pre, labels, args.limit)?;
+    let model = load_model(&model_path)?;
+    let batch = 100;
+
+    let started = Instant::now();
+    let fp32 = Runner::new(&model, &pre)
+        .with_context(|| model_path.display().to_string())?
+        .outputs(&data, batch, "FP32")?;
+    let fp32_cell = cell(m, "fp32", None, &fp32, &fp32, &data.labels, 0.0, started)?;
+    let mut cells = vec![fp32_cell];
+    for &bits in &args.bits {
+        let opts: SearchOptions = args.common.options(bits)?;
+        for &q in &args.quantizers {
+            let t0 = Instant::now();
+            let quantized = quantize_model(&model, &model_path, &opts, q)?;
+            let quantize_seconds = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let out = Runner::new(&quantized.model, &pre)?.outputs(
+                &data,
+                batch,
+                &format!("{} W{bits}", q.name()),
+            )?;
+            cells.push(cell(
+                m,
+                q.name(),
+                Some(bits),
+                &out,
+                &fp32,
+                &data.labels,
+                quantize_seconds,
+                t1,
+            )?);
+        }
+    }
+    Ok(cells)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cell(
+    m: &BenchModel,
+    quantizer: &'static str,
+    bits: Option<u32>,
+    out: &Outputs,
+    fp32: &Outputs,
+    labels: &Option<Vec<u32>>,
+    quantize_seconds: f64,
+    eval_started: Instant,
+) -> Result<Cell> {
+    let scores = labels.as_deref().map(|l| Scores::of(out, l));
+    let agreement = Agreement::between(fp32, out)?.agreement_top1;
+    let value = match (m.metric, scores) {
+        (Metric::Top1, Some(s)) => s.top1,
+        (Metric::Top1, None) => bail!("{}: the test set has no labels", m.data),
+        (Metric::Fp32Agreement, _) => agreement,
+    };
+    Ok(Cell {
+        model: m.name,
+        quantizer,
+        bits,
+        value,
+        metric: match m.metric {
+            Metric::Top1 => "top1",
+            Metric::Fp32Agreement => "fp32_agreement_top1",
+        },
+        top1: scores.map(|s| s.top1),
+        top5: scores.map(|s| s.top5),
+        agreement_top1: agreement,
+        n: out.n,
+        quantize_seconds,
+        eval_seconds: eval_started.elapsed().as_secs_f64(),
+    })
+}
+
+fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs) {
+    let header: Vec<String> = models
+        .iter()
+        .map(|m| match m.metric {
+            Metric::Top1 => format!("{} top-1", m.name),
+            Metric::Fp32Agreement => format!("{} FP32-agree", m.name),
+        })
+        .collect();
+    let width = header.iter().map(String::len).max().unwrap_or(10).max(10);
+    print!("\n{:<12} {:>4}", "quantizer", "bits");
+    for h in &header {
+        print!("  {h:>width$}");
+    }
+    println!();
+    let mut rows: Vec<(&str, Option<u32>)> = vec![("fp32", None)];
+    for &bits in &args.bits {
+        for q in &args.quantizers {
+            rows.push((q.name(), Some(bits)));
+        }
+    }
+    for (q, bits) in rows {
+        let b = bits.map_or("32".to_string(), |b| b.to_string());
+        print!("{q:<12} {b:>4}");
+        for m in models {
+            match cells
+                .iter()
+                .find(|c| c.model == m.name && c.quantizer == q && c.bits == bits)
+            {
+                Some(c) => print!("  {:>width$}", format!("{:.2}", c.value)),
+                None => print!("  {:>width$}", "-"),
+            }
+        }
+        println!();
+    }
+    for m in models {
+        if let Some(c) = cells.iter().find(|c| c.model == m.name) {
+            let what = match m.metric {
+                Metric::Top1 => "top-1 % against the labels",
+                Metric::Fp32Agreement => "% of images with the FP32 model's top-1 class",
+            };
+            println!("{}: {} test images, {what}", m.name, c.n);
+        }
+    }
+    println!(
+        "first and last layers uniform {}-bit; BN folded; search only (no reconstruction); per-tensor scales",
+        args.common.first_last_bits
+    );
+}
