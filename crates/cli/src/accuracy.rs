@@ -179,7 +179,7 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
         let opts: SearchOptions = args.common.options(bits)?;
         for &q in &args.quantizers {
             let t0 = Instant::now();
-            let quantized = quantize_model(&model, &model_path, &opts, q)?;
+            let quantized = quantize_model(&model, &model_path, &opts, q, None)?;
             let quantize_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let out = Runner::new(&quantized.model, &pre)?.outputs(
@@ -239,17 +239,15 @@ fn cell(
 }
 
 fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs) {
-    let header: Vec<String> = models
+    let width = models
         .iter()
-        .map(|m| match m.metric {
-            Metric::Top1 => format!("{} top-1", m.name),
-            Metric::Fp32Agreement => format!("{} FP32-agree", m.name),
-        })
-        .collect();
-    let width = header.iter().map(String::len).max().unwrap_or(10).max(10);
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     print!("\n{:<12} {:>4}", "quantizer", "bits");
-    for h in &header {
-        print!("  {h:>width$}");
+    for m in models {
+        print!("  {:>width$}", m.name);
     }
     println!();
     let mut rows: Vec<(&str, Option<u32>)> = vec![("fp32", None)];

@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use subsetq_core::baselines::Baseline;
+use subsetq_data::LabelSource;
+use subsetq_engine::reconstruct::{
+    reconstruct_model, BlockReport, LayerQuantizer, Samples, Settings,
+};
 use subsetq_onnx::{fold_batch_norm, Model};
 
 use crate::analysis::{choose, SearchOptions};
+use crate::eval::{load_data, PreprocessArgs};
 use crate::{load_model, output, progress, CommonArgs};
 
 /// Metadata key under which the quantization record is stored in the ONNX model.
@@ -68,6 +73,62 @@ pub struct QuantizeArgs {
     quantizer: QuantizerArg,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    recon: ReconArgs,
+}
+
+/// Block reconstruction flags (`--calib` turns it on).
+#[derive(clap::Args, Clone)]
+pub struct ReconArgs {
+    /// Calibration images (unlabelled use: IDX file, image folder or pattern), preprocessed as
+    /// the model's sidecar says. Turns on block reconstruction.
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Calibration images used (the first N).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub calib_size: u64,
+    /// Adam steps per block.
+    #[arg(long, default_value_t = 500)]
+    pub iters: usize,
+    /// Calibration images per step.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub recon_batch: u64,
+    /// Peak learning rate (default: the paper's, 1e-4 at 4+ bits, 5e-4 below).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of the calibration batch sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ReconArgs {
+    fn settings(&self, bits: u32) -> Settings {
+        Settings {
+            iters: self.iters,
+            batch: self.recon_batch as usize,
+            lr: self.lr.unwrap_or(if bits >= 4 { 1e-4 } else { 5e-4 }),
+            seed: self.seed,
+        }
+    }
+
+    /// The calibration samples, when `--calib` is given.
+    pub fn samples(&self, model: &Path) -> Result<Option<Samples>> {
+        let Some(path) = &self.calib else {
+            return Ok(None);
+        };
+        let pre = PreprocessArgs::default().resolve(model)?;
+        let data = load_data(
+            path,
+            &pre,
+            LabelSource::Unlabelled,
+            Some(self.calib_size as usize),
+        )?;
+        Ok(Some(Samples {
+            shape: vec![data.channels, data.height, data.width],
+            n: data.n,
+            data: data.images,
+        }))
+    }
 }
 
 /// One layer's entry in the metadata record.
@@ -81,6 +142,10 @@ pub struct LayerRecord {
     pub alpha: f64,
     pub scale: f32,
     pub l2_error: f64,
+    /// Learned per-output-channel scales (reconstruction only): a weight is
+    /// ±scale · calpha[c] · alpha · levels[i].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calpha: Option<Vec<f32>>,
 }
 
 /// A quantized model and what was done to it.
@@ -91,6 +156,8 @@ pub struct Quantized {
     pub records: Vec<LayerRecord>,
     /// Batch norms folded into the layer before them.
     pub folded: usize,
+    /// Reconstructed blocks (empty without calibration data).
+    pub blocks: Vec<BlockReport>,
 }
 
 /// Folds batch norms into their conv / gemm (so that the quantized weights are the ones a
@@ -102,18 +169,31 @@ pub fn quantize_model(
     source: &Path,
     opts: &SearchOptions,
     quantizer: QuantizerArg,
+    recon: Option<(&Samples, &Settings)>,
 ) -> Result<Quantized> {
-    let (mut model, fold) = fold_batch_norm(model)
+    let (float, fold) = fold_batch_norm(model)
         .with_context(|| format!("{}: folding batch norms", source.display()))?;
+    let mut model = float.clone();
     let layers = crate::weight_layers(&model, source)?;
-    let bar = progress(layers.len(), "quantize");
+    let bar = progress(layers.len(), "search");
     let mut records = Vec::with_capacity(layers.len());
+    let mut learnable = Vec::new();
     for layer in &layers {
         bar.set_message(layer.name.clone());
         let choice = choose(layer, opts, quantizer.baseline())?;
         model
             .set_initializer_f32(&layer.name, &choice.dequantized())
             .with_context(|| format!("layer {}", layer.name))?;
+        if !(layer.role.is_first() || layer.role.is_last()) {
+            learnable.push(LayerQuantizer {
+                name: layer.name.clone(),
+                shape: layer.shape.clone(),
+                out_axis: layer.out_axis,
+                weight: layer.data.clone(),
+                scale: choice.scale,
+                codebook: choice.codebook.clone(),
+            });
+        }
         records.push(LayerRecord {
             name: layer.name.clone(),
             bits: choice.bits,
@@ -122,10 +202,32 @@ pub fn quantize_model(
             levels: choice.codebook.levels,
             alpha: choice.codebook.alpha,
             scale: choice.scale,
+            calpha: None,
         });
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let mut blocks = Vec::new();
+    if let Some((samples, settings)) = recon {
+        let bar = progress(settings.iters, "block");
+        blocks = reconstruct_model(&float, &mut model, &learnable, samples, settings, |p| {
+            if p.step == 1 {
+                bar.reset();
+                bar.set_prefix(format!("block {}/{}", p.block + 1, p.blocks));
+            }
+            bar.set_position(p.step as u64);
+            bar.set_message(format!("loss {:.4e}", p.loss));
+        })
+        .with_context(|| format!("{}: reconstruction", source.display()))?;
+        bar.finish_and_clear();
+        for b in &blocks {
+            for (name, calpha) in b.layers.iter().zip(&b.calpha) {
+                if let Some(r) = records.iter_mut().find(|r| &r.name == name) {
+                    r.calpha = Some(calpha.clone());
+                }
+            }
+        }
+    }
     let record = serde_json::json!({
         "version": 1,
         "bits": opts.bits,
@@ -133,6 +235,21 @@ pub fn quantize_model(
         "quantizer": quantizer.name(),
         "uset": opts.uset.spec(),
         "folded_batch_norms": fold.folded.len(),
+        "reconstruction": recon.map(|(samples, s)| serde_json::json!({
+            "calibration_samples": samples.n,
+            "iters": s.iters,
+            "batch": s.batch,
+            "lr": s.lr,
+            "seed": s.seed,
+            "blocks": blocks.iter().map(|b| serde_json::json!({
+                "input": b.input,
+                "output": b.output,
+                "layers": b.layers,
+                "loss_before": b.loss_before,
+                "loss_after": b.loss_after,
+                "seconds": b.seconds,
+            })).collect::<Vec<_>>(),
+        })),
         "layers": records,
     });
     model.set_metadata(METADATA_KEY, &record.to_string());
@@ -140,6 +257,7 @@ pub fn quantize_model(
         model,
         records,
         folded: fold.folded.len(),
+        blocks,
     })
 }
 
@@ -147,8 +265,27 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let opts: SearchOptions = args.common.options(args.bits)?;
     output::refuse_to_overwrite_input(&args.output, &args.model)?;
     let model = load_model(&args.model)?;
-    let q = quantize_model(&model, &args.model, &opts, args.quantizer)?;
+    let samples = args.recon.samples(&args.model)?;
+    let settings = args.recon.settings(args.bits);
+    let q = quantize_model(
+        &model,
+        &args.model,
+        &opts,
+        args.quantizer,
+        samples.as_ref().map(|s| (s, &settings)),
+    )?;
     q.model.save(&args.output)?;
+    for b in &q.blocks {
+        println!(
+            "block {} -> {} ({}): output loss {:.4e} -> {:.4e} ({:.1} s)",
+            b.input,
+            b.output,
+            b.layers.join(", "),
+            b.loss_before,
+            b.loss_after,
+            b.seconds
+        );
+    }
     for r in &q.records {
         println!(
             "{:<40} {:>2}-bit {:<12} error {:.4}",

@@ -33,6 +33,7 @@
 mod error;
 mod ops;
 mod plan;
+pub mod reconstruct;
 mod value;
 
 pub use burn_tensor;

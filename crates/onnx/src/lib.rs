@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+mod blocks;
 mod fold;
 mod layers;
 mod tensor;
@@ -52,6 +53,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+pub use blocks::Block;
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};
 pub use tensor::{read_tensor, ConstData, ConstTensor};
@@ -102,6 +104,9 @@ pub enum OnnxError {
         /// What is wrong.
         msg: String,
     },
+    /// The graph's structure does not allow what was asked (e.g. cutting it into blocks).
+    #[error("graph: {0}")]
+    Graph(String),
     /// An initializer tensor cannot be read as float32 data.
     #[error("initializer {name}: {msg}")]
     Initializer {

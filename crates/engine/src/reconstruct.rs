@@ -1,0 +1,535 @@
+//! Block reconstruction, the paper's way: per block, learn one multiplier per weight (`clv`,
+//! init 1) and one scale per output channel (`calpha`, init 1) so that the quantized block's
+//! output matches the float block's on calibration data:
+//!
+//! `w_q = m · calpha_c · Q(w / m · clv)`, with `m = max|w|` and `Q` rounding to the nearest of
+//! `±α · S` (the searched subset `S` and `α` stay fixed); the gradient passes straight through
+//! `Q`. Loss = squared error summed over output channels and averaged over batch and positions,
+//! plus `λ(t) · Σ_layers ‖|w| − |w_q|‖₂` with `λ = 0` for the first 20 % of iterations, then
+//! 1e-2 falling linearly to 1e-3. Adam, learning rate on a cosine to 0.
+//!
+//! The block's input comes from the model quantized so far, its target from the float model
+//! ([`reconstruct_model`] runs the blocks in order). After reconstruction every weight is still
+//! `sign · m · calpha_c · α · s_i` with `s_i ∈ S`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use burn_tensor::{Device, Int, Tensor, TensorData};
+use subsetq_core::Codebook;
+use subsetq_onnx::Model;
+
+use crate::error::{EngineError, Result};
+use crate::plan::{Engine, Plan};
+use crate::value::{reshape_tensor, Value};
+
+/// One weight layer's quantizer, as searched, and its float weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerQuantizer {
+    /// The weight initializer.
+    pub name: String,
+    /// The weight's shape.
+    pub shape: Vec<usize>,
+    /// Axis of the output channels in `shape`.
+    pub out_axis: usize,
+    /// Float (BN-folded) weights.
+    pub weight: Vec<f32>,
+    /// `m = max|w|`.
+    pub scale: f32,
+    /// The searched magnitudes `S` and `α`: `Q(x) = sign(x) · α · s`, `s ∈ S` nearest to
+    /// `|x| / α` (the core's rounding, so that before learning the weights are the searched
+    /// ones exactly).
+    pub codebook: Codebook,
+}
+
+impl LayerQuantizer {
+    fn channels(&self) -> usize {
+        self.shape.get(self.out_axis).copied().unwrap_or(1).max(1)
+    }
+
+    /// The output channel of every element (row-major).
+    fn channel_index(&self) -> Vec<usize> {
+        let inner: usize = self.shape[self.out_axis + 1..].iter().product();
+        let c = self.channels();
+        (0..self.weight.len())
+            .map(|i| (i / inner.max(1)) % c)
+            .collect()
+    }
+
+    /// The quantized weights for the learned `clv` and `calpha` (no straight-through part).
+    pub fn quantized(&self, learned: &Learned) -> Vec<f32> {
+        let m = self.scale;
+        self.weight
+            .iter()
+            .zip(&learned.clv)
+            .zip(self.channel_index())
+            .map(|((&w, &v), c)| m * learned.calpha[c] * self.codebook.quantize_value(w / m * v))
+            .collect()
+    }
+}
+
+/// What reconstruction learned for one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learned {
+    /// One multiplier per weight.
+    pub clv: Vec<f32>,
+    /// One scale per output channel.
+    pub calpha: Vec<f32>,
+}
+
+impl Learned {
+    fn initial(layer: &LayerQuantizer) -> Learned {
+        Learned {
+            clv: vec![1.0; layer.weight.len()],
+            calpha: vec![1.0; layer.channels()],
+        }
+    }
+}
+
+/// Reconstruction settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Adam steps per block.
+    pub iters: usize,
+    /// Calibration samples per step.
+    pub batch: usize,
+    /// Peak learning rate (the paper: 1e-4 at 4 bits, 5e-4 at 3 and 2 bits).
+    pub lr: f64,
+    /// Seed of the batch sampling.
+    pub seed: u64,
+}
+
+/// `λ(t)`: 0 for the first 20 % of the steps, then 1e-2 falling linearly to 1e-3.
+pub fn lambda(step: usize, iters: usize) -> f64 {
+    let warmup = iters / 5;
+    if step < warmup || iters <= warmup {
+        return 0.0;
+    }
+    let t = (step - warmup) as f64 / (iters - warmup).max(1) as f64;
+    1e-2 + (1e-3 - 1e-2) * t
+}
+
+/// Samples stored one after another: `n` samples of `shape` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    /// `n × shape.product()` values.
+    pub data: Vec<f32>,
+    /// Shape of one sample.
+    pub shape: Vec<usize>,
+    /// Number of samples.
+    pub n: usize,
+}
+
+impl Samples {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn gather(&self, idx: &[usize]) -> Vec<f32> {
+        let len = self.len();
+        idx.iter()
+            .flat_map(|&i| self.data[i * len..(i + 1) * len].iter().copied())
+            .collect()
+    }
+
+    fn batch_shape(&self, n: usize) -> Vec<usize> {
+        std::iter::once(n)
+            .chain(self.shape.iter().copied())
+            .collect()
+    }
+
+    fn value(&self, idx: &[usize], device: &Device) -> Result<Value> {
+        let shape = self.batch_shape(idx.len());
+        Value::from_f32(self.gather(idx), &shape, device).ok_or_else(|| EngineError::Input {
+            name: "calibration batch".to_string(),
+            msg: format!("shape {shape:?} is not a tensor the engine can hold"),
+        })
+    }
+}
+
+/// Runs `engine` on all `samples` (in batches) and returns the values of `wanted`.
+pub fn run_samples(
+    engine: &Engine,
+    input: &str,
+    samples: &Samples,
+    wanted: &str,
+    batch: usize,
+) -> Result<Samples> {
+    let mut data = Vec::new();
+    let mut shape = Vec::new();
+    let all: Vec<usize> = (0..samples.n).collect();
+    for idx in all.chunks(batch.max(1)) {
+        let x = samples.value(idx, engine.device())?;
+        let out = engine.run_for(&[(input, x)], &[wanted])?;
+        let Some(y) = out.into_iter().next() else {
+            return Err(EngineError::Graph(format!("{wanted} was not computed")));
+        };
+        shape = y.dims()[1..].to_vec();
+        data.extend(y.to_vec());
+    }
+    Ok(Samples {
+        data,
+        shape,
+        n: samples.n,
+    })
+}
+
+/// The paper's reconstruction loss without the regulariser: squared error summed over output
+/// channels (axis 1), averaged over batch and positions.
+fn output_loss(y: Value, t: Value) -> Tensor<1> {
+    let dims = y.dims();
+    let channels = dims.get(1).copied().unwrap_or(1).max(1);
+    let per = (dims.iter().product::<usize>() / channels).max(1) as f32;
+    let sum = match (y, t) {
+        (Value::R1(a), Value::R1(b)) => (a - b).square().sum(),
+        (Value::R2(a), Value::R2(b)) => (a - b).square().sum(),
+        (Value::R3(a), Value::R3(b)) => (a - b).square().sum(),
+        (Value::R4(a), Value::R4(b)) => (a - b).square().sum(),
+        (Value::R5(a), Value::R5(b)) => (a - b).square().sum(),
+        (Value::R6(a), Value::R6(b)) => (a - b).square().sum(),
+        _ => unreachable!("output and target have the same rank"),
+    };
+    sum.div_scalar(per)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    f64::from(t.into_scalar::<f32>())
+}
+
+/// Adam state of one parameter vector.
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Adam {
+    const B1: f64 = 0.9;
+    const B2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    fn new(n: usize) -> Adam {
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f64, t: usize) {
+        let c1 = 1.0 - Self::B1.powi(t as i32);
+        let c2 = 1.0 - Self::B2.powi(t as i32);
+        for i in 0..p.len() {
+            let gi = f64::from(g[i]);
+            let m = Self::B1 * f64::from(self.m[i]) + (1.0 - Self::B1) * gi;
+            let v = Self::B2 * f64::from(self.v[i]) + (1.0 - Self::B2) * gi * gi;
+            self.m[i] = m as f32;
+            self.v[i] = v as f32;
+            p[i] -= (lr * (m / c1) / ((v / c2).sqrt() + Self::EPS)) as f32;
+        }
+    }
+}
+
+/// A small deterministic generator for batch sampling (SplitMix64).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Progress of [`reconstruct_model`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Block being reconstructed (0-based) and the number of blocks.
+    pub block: usize,
+    /// Number of blocks with layers to learn.
+    pub blocks: usize,
+    /// Steps done in this block.
+    pub step: usize,
+    /// Steps per block.
+    pub steps: usize,
+    /// The last step's loss.
+    pub loss: f64,
+}
+
+/// One reconstructed block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockReport {
+    /// Block input and output tensors.
+    pub input: String,
+    /// The block's output tensor.
+    pub output: String,
+    /// The weights learned in it.
+    pub layers: Vec<String>,
+    /// Their learned per-output-channel scales, in `layers` order.
+    pub calpha: Vec<Vec<f32>>,
+    /// Output loss on all calibration samples with the searched weights.
+    pub loss_before: f64,
+    /// The same after reconstruction.
+    pub loss_after: f64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+fn hard_loss(block: &Plan, input: &str, output: &str, x: &Samples, t: &Samples) -> Result<f64> {
+    let engine = Engine::new(block.clone(), &Device::flex())?;
+    let y = run_samples(&engine, input, x, output, 64)?;
+    let channels = y.shape.first().copied().unwrap_or(1).max(1);
+    let per = (y.data.len() / channels).max(1) as f64;
+    let sum: f64 = y
+        .data
+        .iter()
+        .zip(&t.data)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    Ok(sum / per)
+}
+
+/// Learns `clv` and `calpha` of `layers` (all in `block`, a model of one block) so that the
+/// block maps `inputs` to `targets`; returns what was learned, in `layers` order.
+pub fn reconstruct_block(
+    block: &Model,
+    layers: &[&LayerQuantizer],
+    inputs: &Samples,
+    targets: &Samples,
+    settings: &Settings,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<Vec<Learned>> {
+    let plan = Plan::from_model(block)?;
+    let input = plan
+        .inputs()
+        .first()
+        .map(|s| s.name.clone())
+        .ok_or_else(|| EngineError::Graph("the block has no input".to_string()))?;
+    let output = plan
+        .output_names()
+        .first()
+        .map(|s| s.to_string())
+        .ok_or_else(|| EngineError::Graph("the block has no output".to_string()))?;
+    let ad = Device::flex().autodiff();
+    let mut engine = Engine::new(plan, &ad)?;
+
+    let prepared: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            let normalized: Vec<f32> = l.weight.iter().map(|w| w / l.scale).collect();
+            let channel: Vec<i64> = l.channel_index().iter().map(|&c| c as i64).collect();
+            let abs_w: Vec<f32> = l.weight.iter().map(|w| w.abs()).collect();
+            let sign: Vec<f32> = l
+                .weight
+                .iter()
+                .map(|w| w.signum() * f32::from(*w != 0.0))
+                .collect();
+            (normalized, channel, abs_w, sign)
+        })
+        .collect();
+    let mut learned: Vec<Learned> = layers.iter().map(|l| Learned::initial(l)).collect();
+    let mut adam: Vec<(Adam, Adam)> = learned
+        .iter()
+        .map(|p| (Adam::new(p.clv.len()), Adam::new(p.calpha.len())))
+        .collect();
+    let mut rng = SplitMix(settings.seed);
+    let flat = |v: Vec<f32>| {
+        let n = v.len();
+        Tensor::<1>::from_data(TensorData::new(v, [n]), &ad)
+    };
+
+    for step in 0..settings.iters {
+        let idx: Vec<usize> = (0..settings.batch.min(inputs.n).max(1))
+            .map(|_| rng.below(inputs.n))
+            .collect();
+        let x = inputs.value(&idx, &ad)?;
+        let t = targets.value(&idx, &ad)?;
+        let lam = lambda(step, settings.iters);
+        let mut params = Vec::with_capacity(layers.len());
+        let mut reg: Option<Tensor<1>> = None;
+        for ((l, p), (normalized, channel, abs_w, sign)) in
+            layers.iter().zip(&learned).zip(&prepared)
+        {
+            let x_host: Vec<f32> = normalized.iter().zip(&p.clv).map(|(w, v)| w * v).collect();
+            let q_host: Vec<f32> = l.codebook.quantize(&x_host);
+            let clv = flat(p.clv.clone()).require_grad();
+            let calpha = flat(p.calpha.clone()).require_grad();
+            let xq = flat(normalized.clone()) * clv.clone();
+            // Straight through: forward value Q(x), gradient of x.
+            let q = xq - flat(x_host) + flat(q_host);
+            let n = channel.len();
+            let ch = Tensor::<1, Int>::from_data(TensorData::new(channel.clone(), [n]), &ad);
+            let wq = q * calpha.clone().select(0, ch).mul_scalar(l.scale);
+            if lam > 0.0 {
+                let gap = (flat(abs_w.clone()) - wq.clone() * flat(sign.clone()))
+                    .square()
+                    .sum()
+                    .sqrt();
+                reg = Some(match reg {
+                    Some(r) => r + gap,
+                    None => gap,
+                });
+            }
+            engine.set_param(&l.name, reshape_tensor(wq, &l.shape))?;
+            params.push((clv, calpha));
+        }
+        let y = engine
+            .run_for(&[(input.as_str(), x)], &[output.as_str()])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Graph(format!("{output} was not computed")))?;
+        let rec = output_loss(y, t);
+        let loss = match reg {
+            Some(r) => rec + r.mul_scalar(lam),
+            None => rec,
+        };
+        let grads = loss.backward();
+        let lr = settings.lr
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * step as f64 / settings.iters as f64).cos());
+        for ((p, (clv, calpha)), (a_clv, a_calpha)) in
+            learned.iter_mut().zip(&params).zip(adam.iter_mut())
+        {
+            let g = |t: &Tensor<1>| -> Vec<f32> {
+                t.grad(&grads)
+                    .map(|g| g.into_data().iter::<f32>().collect())
+                    .unwrap_or_default()
+            };
+            let (g_clv, g_calpha) = (g(clv), g(calpha));
+            if g_clv.len() == p.clv.len() {
+                a_clv.step(&mut p.clv, &g_clv, lr, step + 1);
+            }
+            if g_calpha.len() == p.calpha.len() {
+                a_calpha.step(&mut p.calpha, &g_calpha, lr, step + 1);
+            }
+        }
+        on_step(step + 1, scalar(loss));
+    }
+    Ok(learned)
+}
+
+/// Reconstructs every block of `float` that holds one of `layers`, in graph order, writing
+/// the reconstructed weights into `quantized` (the same graph with the searched weights).
+/// Weights not in `layers` (first and last layers) keep their values in `quantized`.
+/// Holds the calibration set's inputs and targets of one block at a time:
+/// `calibration.n × (block input + block output)` values.
+pub fn reconstruct_model(
+    float: &Model,
+    quantized: &mut Model,
+    layers: &[LayerQuantizer],
+    calibration: &Samples,
+    settings: &Settings,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Vec<BlockReport>> {
+    let by_name: HashMap<&str, &LayerQuantizer> =
+        layers.iter().map(|l| (l.name.as_str(), l)).collect();
+    let blocks: Vec<_> = float
+        .blocks()?
+        .into_iter()
+        .filter(|b| b.weights.iter().any(|w| by_name.contains_key(w.as_str())))
+        .collect();
+    let float_engine = Engine::new(Plan::from_model(float)?, &Device::flex())?;
+    let graph_input = float_engine
+        .plan()
+        .inputs()
+        .first()
+        .map(|s| s.name.clone())
+        .ok_or_else(|| EngineError::Graph("the model has no input".to_string()))?;
+    let mut reports = Vec::with_capacity(blocks.len());
+    for (bi, block) in blocks.iter().enumerate() {
+        let started = Instant::now();
+        let quant_engine = Engine::new(Plan::from_model(quantized)?, &Device::flex())?;
+        let inputs = if block.input == graph_input {
+            calibration.clone()
+        } else {
+            run_samples(&quant_engine, &graph_input, calibration, &block.input, 64)?
+        };
+        let targets = run_samples(&float_engine, &graph_input, calibration, &block.output, 64)?;
+        let sub = quantized.extract_block(block)?;
+        let block_layers: Vec<&LayerQuantizer> = block
+            .weights
+            .iter()
+            .filter_map(|w| by_name.get(w.as_str()).copied())
+            .collect();
+        let sub_plan = Plan::from_model(&sub)?;
+        let loss_before = hard_loss(&sub_plan, &block.input, &block.output, &inputs, &targets)?;
+        let block_settings = Settings {
+            seed: settings.seed.wrapping_add(bi as u64),
+            ..settings.clone()
+        };
+        let learned = reconstruct_block(
+            &sub,
+            &block_layers,
+            &inputs,
+            &targets,
+            &block_settings,
+            |step, loss| {
+                on_progress(Progress {
+                    block: bi,
+                    blocks: blocks.len(),
+                    step,
+                    steps: settings.iters,
+                    loss,
+                })
+            },
+        )?;
+        let mut sub = sub;
+        for (l, p) in block_layers.iter().zip(&learned) {
+            let w = l.quantized(p);
+            quantized.set_initializer_f32(&l.name, &w)?;
+            sub.set_initializer_f32(&l.name, &w)?;
+        }
+        let loss_after = hard_loss(
+            &Plan::from_model(&sub)?,
+            &block.input,
+            &block.output,
+            &inputs,
+            &targets,
+        )?;
+        reports.push(BlockReport {
+            input: block.input.clone(),
+            output: block.output.clone(),
+            layers: block_layers.iter().map(|l| l.name.clone()).collect(),
+            calpha: learned.into_iter().map(|p| p.calpha).collect(),
+            loss_before,
+            loss_after,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_schedule() {
+        assert_eq!(lambda(0, 100), 0.0);
+        assert_eq!(lambda(19, 100), 0.0);
+        assert!((lambda(20, 100) - 1e-2).abs() < 1e-12);
+        assert!(lambda(99, 100) > 1e-3 && lambda(99, 100) < 1.2e-3);
+    }
+
+    #[test]
+    fn channel_of_every_element() {
+        let layer = |shape: Vec<usize>, out_axis| LayerQuantizer {
+            name: "w".into(),
+            weight: vec![0.0; shape.iter().product()],
+            shape,
+            out_axis,
+            scale: 1.0,
+            codebook: Codebook {
+                levels: vec![1.0],
+                alpha: 1.0,
+            },
+        };
+        assert_eq!(layer(vec![2, 1, 1, 2], 0).channel_index(), vec![0, 0, 1, 1]);
+        // Gemm without transB: weight [K, N], outputs along axis 1.
+        assert_eq!(layer(vec![2, 3], 1).channel_index(), vec![0, 1, 2, 0, 1, 2]);
+    }
+}

@@ -1,0 +1,254 @@
+//! Cutting a graph into reconstruction blocks, and extracting a block as a model of its own.
+//!
+//! A *cut* is a tensor that every path from the graph input to the output passes through:
+//! after some node, it is the only non-constant value still needed later. Between two cuts
+//! lies a segment of nodes. A block is a segment with weight layers plus the weight-free
+//! segments after it (activations, pooling): a residual block (conv, conv, add) when the graph
+//! has them, else one conv / gemm layer with what follows it, as BRECQ partitions networks.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::pb::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use crate::{Model, OnnxError, Result};
+
+/// A run of nodes between two cut tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The tensor the block reads (a graph input or a cut).
+    pub input: String,
+    /// The tensor the block produces (a cut or the graph output).
+    pub output: String,
+    /// Indices of its nodes in the graph, ascending.
+    pub nodes: Vec<usize>,
+    /// Weight initializers of its Conv / Gemm / MatMul nodes, in node order.
+    pub weights: Vec<String>,
+}
+
+fn is_weight_op(n: &NodeProto) -> bool {
+    matches!(n.op_type(), "Conv" | "Gemm" | "MatMul") && matches!(n.domain(), "" | "ai.onnx")
+}
+
+impl Model {
+    /// The reconstruction blocks of the main graph, in order. Nodes before the first weight
+    /// layer form no block (they have no weights to learn). Errors when the graph does not
+    /// have exactly one non-initializer input and one output.
+    pub fn blocks(&self) -> Result<Vec<Block>> {
+        let g = self.graph()?;
+        let initializers: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+        let mut constants = initializers.clone();
+        for n in &g.node {
+            if n.op_type() == "Constant" {
+                constants.extend(n.output.iter().map(String::as_str));
+            }
+        }
+        let inputs: Vec<&str> = g
+            .input
+            .iter()
+            .map(|v| v.name())
+            .filter(|n| !initializers.contains(n))
+            .collect();
+        let (input, output) = match (inputs.as_slice(), g.output.as_slice()) {
+            ([i], [o]) => (*i, o.name()),
+            _ => {
+                return Err(OnnxError::Graph(format!(
+                    "blocks need one graph input and one output; the graph has {} and {}",
+                    inputs.len(),
+                    g.output.len()
+                )))
+            }
+        };
+
+        // Last node that reads each value (the graph output is read "after" every node).
+        let end = g.node.len();
+        let mut last_use: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in g.node.iter().enumerate() {
+            for v in n.input.iter().filter(|v| !v.is_empty()) {
+                last_use.insert(v.as_str(), i);
+            }
+        }
+        last_use.insert(output, end);
+
+        // Walk the nodes, keeping the set of live non-constant values.
+        let mut live: HashSet<&str> = HashSet::from([input]);
+        let mut cut = input.to_string();
+        let mut segments: Vec<(String, String, Vec<usize>)> = Vec::new();
+        let mut current: Vec<usize> = Vec::new();
+        for (i, n) in g.node.iter().enumerate() {
+            if n.op_type() == "Constant" {
+                continue;
+            }
+            current.push(i);
+            for o in n.output.iter().filter(|o| !o.is_empty()) {
+                if last_use.get(o.as_str()).is_some_and(|&u| u > i) {
+                    live.insert(o.as_str());
+                }
+            }
+            live.retain(|v| last_use.get(v).is_some_and(|&u| u > i));
+            live.retain(|v| !constants.contains(v));
+            if live.len() == 1 {
+                let Some(&v) = live.iter().next() else {
+                    unreachable!("one live value")
+                };
+                segments.push((cut.clone(), v.to_string(), std::mem::take(&mut current)));
+                cut = v.to_string();
+            }
+        }
+        if !current.is_empty() {
+            return Err(OnnxError::Graph(format!(
+                "nodes after the last cut {cut} do not lead to the output {output}"
+            )));
+        }
+
+        let mut blocks: Vec<Block> = Vec::new();
+        for (from, to, nodes) in segments {
+            let weights: Vec<String> = nodes
+                .iter()
+                .map(|&i| &g.node[i])
+                .filter(|n| is_weight_op(n))
+                .filter_map(|n| n.input.get(1).filter(|w| initializers.contains(w.as_str())))
+                .cloned()
+                .collect();
+            match blocks.last_mut() {
+                Some(b) if weights.is_empty() => {
+                    b.output = to;
+                    b.nodes.extend(nodes);
+                }
+                None if weights.is_empty() => {}
+                _ => blocks.push(Block {
+                    input: from,
+                    output: to,
+                    nodes,
+                    weights,
+                }),
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// The block as a model of its own: its nodes (and the `Constant` nodes they read), the
+    /// initializers they use, `block.input` as the only graph input and `block.output` as the
+    /// only output. Shapes are left to the runtime.
+    pub fn extract_block(&self, block: &Block) -> Result<Model> {
+        let g = self.graph()?;
+        let mut nodes: Vec<NodeProto> = Vec::new();
+        let mut used: HashSet<&str> = HashSet::new();
+        for &i in &block.nodes {
+            let n = g
+                .node
+                .get(i)
+                .ok_or_else(|| OnnxError::Graph(format!("block node index {i} is out of range")))?;
+            used.extend(n.input.iter().map(String::as_str));
+        }
+        // Constant nodes first, so that every value is produced before it is read.
+        for n in &g.node {
+            if n.op_type() == "Constant" && n.output.iter().any(|o| used.contains(o.as_str())) {
+                nodes.push(n.clone());
+            }
+        }
+        nodes.extend(block.nodes.iter().map(|&i| g.node[i].clone()));
+        let value = |name: &str| ValueInfoProto {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            name: Some(format!("block {} -> {}", block.input, block.output)),
+            node: nodes,
+            initializer: g
+                .initializer
+                .iter()
+                .filter(|t| used.contains(t.name()))
+                .cloned()
+                .collect(),
+            input: vec![value(&block.input)],
+            output: vec![value(&block.output)],
+            ..Default::default()
+        };
+        Ok(Model::from_proto(ModelProto {
+            graph: Some(graph),
+            ..self.proto.clone()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{float_tensor, node};
+
+    /// x → conv a → relu → [conv b → relu → conv c] + (shortcut) → add → relu → pool → gemm.
+    fn residual_net() -> Model {
+        let nodes = vec![
+            node("Conv", "a", &["x", "wa"], &["a"]),
+            node("Relu", "ra", &["a"], &["a1"]),
+            node("Conv", "b", &["a1", "wb"], &["b"]),
+            node("Relu", "rb", &["b"], &["b1"]),
+            node("Conv", "c", &["b1", "wc"], &["c"]),
+            node("Add", "add", &["c", "a1"], &["s"]),
+            node("Relu", "rs", &["s"], &["s1"]),
+            node("GlobalAveragePool", "pool", &["s1"], &["p"]),
+            node("Flatten", "flat", &["p"], &["f"]),
+            node("Gemm", "fc", &["f", "wf"], &["y"]),
+        ];
+        let graph = GraphProto {
+            node: nodes,
+            initializer: ["wa", "wb", "wc", "wf"]
+                .iter()
+                .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
+                .collect(),
+            input: vec![ValueInfoProto {
+                name: Some("x".into()),
+                ..Default::default()
+            }],
+            output: vec![ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Model::from_proto(ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn residual_blocks_and_single_layers() {
+        let blocks = residual_net().blocks().unwrap();
+        let summary: Vec<(&str, &str, Vec<&str>)> = blocks
+            .iter()
+            .map(|b| {
+                (
+                    b.input.as_str(),
+                    b.output.as_str(),
+                    b.weights.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("x", "a1", vec!["wa"]),
+                ("a1", "f", vec!["wb", "wc"]),
+                ("f", "y", vec!["wf"]),
+            ]
+        );
+        assert_eq!(blocks[1].nodes, vec![2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn extracted_block_is_a_model_of_its_own() {
+        let m = residual_net();
+        let blocks = m.blocks().unwrap();
+        let sub = m.extract_block(&blocks[1]).unwrap();
+        let g = sub.graph().unwrap();
+        assert_eq!(g.input[0].name(), "a1");
+        assert_eq!(g.output[0].name(), "f");
+        let inits: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+        assert_eq!(inits, vec!["wb", "wc"]);
+        assert_eq!(g.node.len(), 7);
+        // Its own blocks: the whole of it is one block.
+        let inner = sub.blocks().unwrap();
+        assert_eq!(inner.len(), 1);
+        assert_eq!(inner[0].weights, vec!["wb", "wc"]);
+    }
+}
