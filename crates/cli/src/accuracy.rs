@@ -14,7 +14,7 @@ use subsetq_data::LabelSource;
 
 use crate::analysis::SearchOptions;
 use crate::eval::{load_data, Agreement, Outputs, PreprocessArgs, Runner, Scores};
-use crate::quantize::{quantize_model, QuantizerArg};
+use crate::quantize::{quantize_model, QuantizerArg, ReconArgs};
 use crate::{load_model, output, CommonArgs};
 
 /// A benchmark model: where it and its data live (relative to `--root`), and how it is scored.
@@ -22,6 +22,8 @@ struct BenchModel {
     name: &'static str,
     model: &'static str,
     data: &'static str,
+    /// Calibration images for reconstruction.
+    calib: &'static str,
     metric: Metric,
 }
 
@@ -38,18 +40,22 @@ const MODELS: [BenchModel; 3] = [
         name: "mnist-cnn",
         model: "assets/mnist-cnn.onnx",
         data: "assets/data/mnist/t10k-images-idx3-ubyte",
+        calib: "assets/data/mnist/train-images-idx3-ubyte",
         metric: Metric::Top1,
     },
     BenchModel {
         name: "fashion-resnet",
         model: "models/fashion-resnet.onnx",
         data: "assets/data/fashion-mnist/t10k-images-idx3-ubyte.gz",
+        calib: "assets/data/fashion-mnist/train-images-idx3-ubyte.gz",
         metric: Metric::Top1,
     },
     BenchModel {
         name: "efficientnet-lite0",
         model: "assets/efficientnet-lite0.onnx",
         data: "assets/data/foolbox/imagenet_*.jpg",
+        // The only ImageNet photos here: calibration sees the evaluation images.
+        calib: "assets/data/foolbox/imagenet_*.jpg",
         metric: Metric::Fp32Agreement,
     },
 ];
@@ -71,6 +77,17 @@ pub struct BenchAccuracyArgs {
         default_value = "sq,uniform-mse,pot,apot,uniform"
     )]
     quantizers: Vec<QuantizerArg>,
+    /// Quantizers that also get a row with block reconstruction ("+recon"), comma separated;
+    /// empty for none.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sq,uniform-mse"
+    )]
+    recon: Vec<QuantizerArg>,
+    #[command(flatten)]
+    recon_settings: ReconArgs,
     /// Weight bits, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "4,3,2", value_parser = clap::value_parser!(u32).range(2..=8))]
     bits: Vec<u32>,
@@ -91,7 +108,7 @@ pub struct BenchAccuracyArgs {
 #[derive(Serialize)]
 struct Cell {
     model: &'static str,
-    quantizer: &'static str,
+    quantizer: String,
     bits: Option<u32>,
     /// Percent: top-1, or top-1 agreement with FP32 (see `metric`).
     value: f64,
@@ -173,23 +190,51 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     let fp32 = Runner::new(&model, &pre)
         .with_context(|| model_path.display().to_string())?
         .outputs(&data, batch, "FP32")?;
-    let fp32_cell = cell(m, "fp32", None, &fp32, &fp32, &data.labels, 0.0, started)?;
+    let fp32_cell = cell(
+        m,
+        "fp32".to_string(),
+        None,
+        &fp32,
+        &fp32,
+        &data.labels,
+        0.0,
+        started,
+    )?;
     let mut cells = vec![fp32_cell];
+    let calibration = if args.recon.is_empty() {
+        None
+    } else {
+        Some(
+            args.recon_settings
+                .samples(&args.root.join(m.calib), &model_path)?,
+        )
+    };
     for &bits in &args.bits {
         let opts: SearchOptions = args.common.options(bits)?;
-        for &q in &args.quantizers {
+        let settings = args.recon_settings.settings(bits);
+        let mut runs: Vec<(QuantizerArg, bool)> =
+            args.quantizers.iter().map(|&q| (q, false)).collect();
+        if calibration.is_some() {
+            runs.extend(args.recon.iter().map(|&q| (q, true)));
+        }
+        for (q, recon) in runs {
+            let name = row_name(q, recon);
             let t0 = Instant::now();
-            let quantized = quantize_model(&model, &model_path, &opts, q, None)?;
+            let calib = calibration
+                .as_ref()
+                .filter(|_| recon)
+                .map(|c| (c, &settings));
+            let quantized = quantize_model(&model, &model_path, &opts, q, calib)?;
             let quantize_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let out = Runner::new(&quantized.model, &pre)?.outputs(
                 &data,
                 batch,
-                &format!("{} W{bits}", q.name()),
+                &format!("{name} W{bits}"),
             )?;
             cells.push(cell(
                 m,
-                q.name(),
+                name,
                 Some(bits),
                 &out,
                 &fp32,
@@ -203,9 +248,17 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
 }
 
 #[allow(clippy::too_many_arguments)]
+fn row_name(q: QuantizerArg, recon: bool) -> String {
+    if recon {
+        format!("{}+recon", q.name())
+    } else {
+        q.name().to_string()
+    }
+}
+
 fn cell(
     m: &BenchModel,
-    quantizer: &'static str,
+    quantizer: String,
     bits: Option<u32>,
     out: &Outputs,
     fp32: &Outputs,
@@ -245,20 +298,23 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         .max()
         .unwrap_or(8)
         .max(8);
-    print!("\n{:<12} {:>4}", "quantizer", "bits");
+    print!("\n{:<18} {:>4}", "quantizer", "bits");
     for m in models {
         print!("  {:>width$}", m.name);
     }
     println!();
-    let mut rows: Vec<(&str, Option<u32>)> = vec![("fp32", None)];
+    let mut rows: Vec<(String, Option<u32>)> = vec![("fp32".to_string(), None)];
     for &bits in &args.bits {
-        for q in &args.quantizers {
-            rows.push((q.name(), Some(bits)));
+        for &q in &args.quantizers {
+            rows.push((row_name(q, false), Some(bits)));
+        }
+        for &q in &args.recon {
+            rows.push((row_name(q, true), Some(bits)));
         }
     }
     for (q, bits) in rows {
         let b = bits.map_or("32".to_string(), |b| b.to_string());
-        print!("{q:<12} {b:>4}");
+        print!("{q:<18} {b:>4}");
         for m in models {
             match cells
                 .iter()
@@ -280,7 +336,16 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         }
     }
     println!(
-        "first and last layers uniform {}-bit; BN folded; search only (no reconstruction); per-tensor scales",
+        "first and last layers uniform {}-bit; BN folded; per-tensor codebooks found by search",
         args.common.first_last_bits
     );
+    if !args.recon.is_empty() {
+        let r = &args.recon_settings;
+        println!(
+            "+recon: block reconstruction (per-weight clv, per-channel calpha) on {} calibration \
+             images from the training split (efficientnet-lite0: the same 20 photos), {} steps of \
+             {} per block, seed {}",
+            r.calib_size, r.iters, r.recon_batch, r.seed
+        );
+    }
 }

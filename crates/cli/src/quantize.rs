@@ -73,17 +73,17 @@ pub struct QuantizeArgs {
     quantizer: QuantizerArg,
     #[command(flatten)]
     common: CommonArgs,
+    /// Calibration images (IDX file, image folder or pattern; labels unused), preprocessed as
+    /// the model's sidecar says. Turns on block reconstruction.
+    #[arg(long)]
+    calib: Option<PathBuf>,
     #[command(flatten)]
     recon: ReconArgs,
 }
 
-/// Block reconstruction flags (`--calib` turns it on).
+/// Block reconstruction settings (shared with `bench accuracy`).
 #[derive(clap::Args, Clone)]
 pub struct ReconArgs {
-    /// Calibration images (unlabelled use: IDX file, image folder or pattern), preprocessed as
-    /// the model's sidecar says. Turns on block reconstruction.
-    #[arg(long)]
-    pub calib: Option<PathBuf>,
     /// Calibration images used (the first N).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub calib_size: u64,
@@ -102,7 +102,7 @@ pub struct ReconArgs {
 }
 
 impl ReconArgs {
-    fn settings(&self, bits: u32) -> Settings {
+    pub fn settings(&self, bits: u32) -> Settings {
         Settings {
             iters: self.iters,
             batch: self.recon_batch as usize,
@@ -111,11 +111,8 @@ impl ReconArgs {
         }
     }
 
-    /// The calibration samples, when `--calib` is given.
-    pub fn samples(&self, model: &Path) -> Result<Option<Samples>> {
-        let Some(path) = &self.calib else {
-            return Ok(None);
-        };
+    /// The first `--calib-size` images of `path`, preprocessed as `model`'s sidecar says.
+    pub fn samples(&self, path: &Path, model: &Path) -> Result<Samples> {
         let pre = PreprocessArgs::default().resolve(model)?;
         let data = load_data(
             path,
@@ -123,11 +120,11 @@ impl ReconArgs {
             LabelSource::Unlabelled,
             Some(self.calib_size as usize),
         )?;
-        Ok(Some(Samples {
+        Ok(Samples {
             shape: vec![data.channels, data.height, data.width],
             n: data.n,
             data: data.images,
-        }))
+        })
     }
 }
 
@@ -247,7 +244,6 @@ pub fn quantize_model(
                 "layers": b.layers,
                 "loss_before": b.loss_before,
                 "loss_after": b.loss_after,
-                "seconds": b.seconds,
             })).collect::<Vec<_>>(),
         })),
         "layers": records,
@@ -265,7 +261,10 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let opts: SearchOptions = args.common.options(args.bits)?;
     output::refuse_to_overwrite_input(&args.output, &args.model)?;
     let model = load_model(&args.model)?;
-    let samples = args.recon.samples(&args.model)?;
+    let samples = match &args.calib {
+        Some(path) => Some(args.recon.samples(path, &args.model)?),
+        None => None,
+    };
     let settings = args.recon.settings(args.bits);
     let q = quantize_model(
         &model,
