@@ -88,6 +88,10 @@ pub struct BenchAccuracyArgs {
     recon: Vec<QuantizerArg>,
     #[command(flatten)]
     recon_settings: ReconArgs,
+    /// Activation bits: each adds a row per reconstructed quantizer with activations
+    /// quantized too (e.g. `8,4` for W·A8 and W·A4 rows); empty for weight-only.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..=16))]
+    abits: Vec<u32>,
     /// Weight bits, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "4,3,2", value_parser = clap::value_parser!(u32).range(2..=8))]
     bits: Vec<u32>,
@@ -212,19 +216,14 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     for &bits in &args.bits {
         let opts: SearchOptions = args.common.options(bits)?;
         let settings = args.recon_settings.settings(bits);
-        let mut runs: Vec<(QuantizerArg, bool)> =
-            args.quantizers.iter().map(|&q| (q, false)).collect();
-        if calibration.is_some() {
-            runs.extend(args.recon.iter().map(|&q| (q, true)));
-        }
-        for (q, recon) in runs {
-            let name = row_name(q, recon);
+        for (q, recon, abits) in runs(args) {
+            let name = row_name(q, recon, abits);
             let t0 = Instant::now();
             let calib = calibration
                 .as_ref()
                 .filter(|_| recon)
                 .map(|c| (c, &settings));
-            let quantized = quantize_model(&model, &model_path, &opts, q, calib)?;
+            let quantized = quantize_model(&model, &model_path, &opts, q, calib, abits)?;
             let quantize_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let out = Runner::new(&quantized.model, &pre)?.outputs(
@@ -247,15 +246,29 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     Ok(cells)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn row_name(q: QuantizerArg, recon: bool) -> String {
-    if recon {
-        format!("{}+recon", q.name())
-    } else {
-        q.name().to_string()
+/// The quantizations of one bit width, in table order: `(quantizer, reconstruction,
+/// activation bits)`.
+fn runs(args: &BenchAccuracyArgs) -> Vec<(QuantizerArg, bool, Option<u32>)> {
+    let mut runs: Vec<_> = args.quantizers.iter().map(|&q| (q, false, None)).collect();
+    runs.extend(args.recon.iter().map(|&q| (q, true, None)));
+    for &a in &args.abits {
+        runs.extend(args.recon.iter().map(|&q| (q, true, Some(a))));
     }
+    runs
 }
 
+fn row_name(q: QuantizerArg, recon: bool, abits: Option<u32>) -> String {
+    let mut name = q.name().to_string();
+    if recon {
+        name.push_str("+recon");
+    }
+    if let Some(a) = abits {
+        name.push_str(&format!(" A{a}"));
+    }
+    name
+}
+
+#[allow(clippy::too_many_arguments)]
 fn cell(
     m: &BenchModel,
     quantizer: String,
@@ -305,11 +318,8 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
     println!();
     let mut rows: Vec<(String, Option<u32>)> = vec![("fp32".to_string(), None)];
     for &bits in &args.bits {
-        for &q in &args.quantizers {
-            rows.push((row_name(q, false), Some(bits)));
-        }
-        for &q in &args.recon {
-            rows.push((row_name(q, true), Some(bits)));
+        for (q, recon, abits) in runs(args) {
+            rows.push((row_name(q, recon, abits), Some(bits)));
         }
     }
     for (q, bits) in rows {

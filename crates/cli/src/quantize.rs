@@ -4,14 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use subsetq_core::baselines::Baseline;
+use subsetq_core::ActivationQuantizer;
 use subsetq_data::LabelSource;
+use subsetq_engine::burn_tensor::Device;
+use subsetq_engine::reconstruct::run_samples;
 use subsetq_engine::reconstruct::{
     reconstruct_model, BlockReport, LayerQuantizer, Samples, Settings,
 };
-use subsetq_onnx::{fold_batch_norm, Model};
+use subsetq_engine::{Engine, Plan};
+use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
 use crate::analysis::{choose, SearchOptions};
 use crate::eval::{load_data, PreprocessArgs};
@@ -77,6 +81,11 @@ pub struct QuantizeArgs {
     /// the model's sidecar says. Turns on block reconstruction.
     #[arg(long)]
     calib: Option<PathBuf>,
+    /// Quantize activations too: the input of every weight layer but the first, uniform
+    /// asymmetric at this many bits (the last layer's input at 8), step learned in
+    /// reconstruction. Default: weights only, as in the paper. Needs --calib.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    abits: Option<u32>,
     #[command(flatten)]
     recon: ReconArgs,
 }
@@ -167,6 +176,7 @@ pub fn quantize_model(
     opts: &SearchOptions,
     quantizer: QuantizerArg,
     recon: Option<(&Samples, &Settings)>,
+    abits: Option<u32>,
 ) -> Result<Quantized> {
     let (float, fold) = fold_batch_norm(model)
         .with_context(|| format!("{}: folding batch norms", source.display()))?;
@@ -204,6 +214,16 @@ pub fn quantize_model(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let activations = match abits {
+        None => Vec::new(),
+        Some(bits) => {
+            let Some((samples, _)) = recon else {
+                bail!("--abits needs --calib: activation ranges come from calibration data");
+            };
+            quantize_activations(&mut model, &layers, samples, bits)
+                .with_context(|| format!("{}: activation quantization", source.display()))?
+        }
+    };
     let mut blocks = Vec::new();
     if let Some((samples, settings)) = recon {
         let bar = progress(settings.iters, "block");
@@ -247,6 +267,16 @@ pub fn quantize_model(
             })).collect::<Vec<_>>(),
         })),
         "layers": records,
+        "activations": activations.iter().map(|(tensor, q)| serde_json::json!({
+            "tensor": tensor,
+            "bits": q.bits,
+            "zero_point": q.zero_point,
+            "scale": model
+                .initializer_f32(&activation_scale_name(tensor))
+                .ok()
+                .flatten()
+                .and_then(|(_, v)| v.first().copied()),
+        })).collect::<Vec<_>>(),
     });
     model.set_metadata(METADATA_KEY, &record.to_string());
     Ok(Quantized {
@@ -255,6 +285,54 @@ pub fn quantize_model(
         folded: fold.folded.len(),
         blocks,
     })
+}
+
+/// Puts a uniform quantizer on the data input of every weight layer but the first (`bits`;
+/// the last layer's input at 8 bits, as the paper keeps the last layer at 8), fitted by least
+/// squared error to the values `model` computes on the calibration samples.
+fn quantize_activations(
+    model: &mut Model,
+    layers: &[WeightLayer],
+    samples: &Samples,
+    bits: u32,
+) -> Result<Vec<(String, ActivationQuantizer)>> {
+    let graph = model.graph()?;
+    let mut tensors: Vec<(String, u32)> = Vec::new();
+    for layer in layers.iter().filter(|l| !l.role.is_first()) {
+        let input = graph
+            .node
+            .iter()
+            .find(|n| n.input.get(1) == Some(&layer.name))
+            .and_then(|n| n.input.first())
+            .with_context(|| format!("layer {}: no data input", layer.name))?;
+        let b = if layer.role.is_last() {
+            bits.max(8)
+        } else {
+            bits
+        };
+        if !tensors.iter().any(|(t, _)| t == input) {
+            tensors.push((input.clone(), b));
+        }
+    }
+    let engine = Engine::new(Plan::from_model(model)?, &Device::flex())?;
+    let input = engine
+        .plan()
+        .inputs()
+        .first()
+        .map(|i| i.name.clone())
+        .context("the model has no input")?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for (tensor, b) in tensors {
+        let values = run_samples(&engine, &input, samples, &tensor, 64)?;
+        let q = ActivationQuantizer::fit(&values.data, b).with_context(|| {
+            format!("activation {tensor}: no finite, non-constant values to fit a quantizer to")
+        })?;
+        out.push((tensor, q));
+    }
+    for (tensor, q) in &out {
+        model.quantize_activation(tensor, q.scale, q.lo(), q.hi())?;
+    }
+    Ok(out)
 }
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
@@ -272,6 +350,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         &opts,
         args.quantizer,
         samples.as_ref().map(|s| (s, &settings)),
+        args.abits,
     )?;
     q.model.save(&args.output)?;
     for b in &q.blocks {

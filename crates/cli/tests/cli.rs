@@ -403,6 +403,17 @@ fn quantize_writes_a_model_whose_weights_are_on_the_recorded_codebooks() {
         ]),
         "refusing to overwrite",
     );
+    assert_refused(
+        &subsetq(&[
+            "quantize",
+            model.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--abits",
+            "4",
+        ]),
+        "--abits needs --calib",
+    );
     let nowhere = dir.join("missing/dir/q.onnx");
     assert_refused(
         &subsetq(&[

@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod activation;
 pub mod baselines;
 mod codebook;
 mod magnitudes;
@@ -26,6 +27,7 @@ mod prune;
 mod search;
 mod uset;
 
+pub use activation::ActivationQuantizer;
 pub use codebook::Codebook;
 pub use magnitudes::Magnitudes;
 pub use search::{

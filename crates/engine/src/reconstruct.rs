@@ -86,6 +86,15 @@ impl Learned {
     }
 }
 
+/// What [`reconstruct_block`] learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockLearned {
+    /// Per layer, in the order given.
+    pub layers: Vec<Learned>,
+    /// Step sizes of the block's activation quantizers, by initializer name.
+    pub act_steps: Vec<(String, f32)>,
+}
+
 /// Reconstruction settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -271,6 +280,8 @@ pub struct BlockReport {
     pub layers: Vec<String>,
     /// Their learned per-output-channel scales, in `layers` order.
     pub calpha: Vec<Vec<f32>>,
+    /// Learned step sizes of the block's activation quantizers, by initializer name.
+    pub act_steps: Vec<(String, f32)>,
     /// Output loss on all calibration samples with the searched weights.
     pub loss_before: f64,
     /// The same after reconstruction.
@@ -293,8 +304,10 @@ fn hard_loss(block: &Plan, input: &str, output: &str, x: &Samples, t: &Samples) 
     Ok(sum / per)
 }
 
-/// Learns `clv` and `calpha` of `layers` (all in `block`, a model of one block) so that the
-/// block maps `inputs` to `targets`; returns what was learned, in `layers` order.
+/// Learns `clv` and `calpha` of `layers` (all in `block`, a model of one block), and the step
+/// sizes of the block's activation quantizers (initializers named `*.act_scale`), so that the
+/// block maps `inputs` to `targets`. Returns what was learned, in `layers` order, and the
+/// learned step sizes by initializer name.
 pub fn reconstruct_block(
     block: &Model,
     layers: &[&LayerQuantizer],
@@ -302,7 +315,7 @@ pub fn reconstruct_block(
     targets: &Samples,
     settings: &Settings,
     mut on_step: impl FnMut(usize, f64),
-) -> Result<Vec<Learned>> {
+) -> Result<BlockLearned> {
     let plan = Plan::from_model(block)?;
     let input = plan
         .inputs()
@@ -336,6 +349,24 @@ pub fn reconstruct_block(
         .iter()
         .map(|p| (Adam::new(p.clv.len()), Adam::new(p.calpha.len())))
         .collect();
+    // Activation quantizers in the block: their step sizes are learned too.
+    let act_scales: Vec<String> = block
+        .graph()?
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.ends_with(".act_scale"))
+        .collect();
+    let mut steps: Vec<f32> = act_scales
+        .iter()
+        .map(|n| {
+            engine
+                .param(n)
+                .map(|v| v.to_vec().first().copied().unwrap_or(1.0))
+                .unwrap_or(1.0)
+        })
+        .collect();
+    let mut step_adam = Adam::new(steps.len());
     let mut rng = SplitMix(settings.seed);
     let flat = |v: Vec<f32>| {
         let n = v.len();
@@ -359,8 +390,8 @@ pub fn reconstruct_block(
             let clv = flat(p.clv.clone()).require_grad();
             let calpha = flat(p.calpha.clone()).require_grad();
             let xq = flat(normalized.clone()) * clv.clone();
-            // Straight through: forward value Q(x), gradient of x.
-            let q = xq - flat(x_host) + flat(q_host);
+            // Straight through: the forward value is exactly Q(x), the gradient that of x.
+            let q = flat(q_host) + (xq.clone() - xq.detach());
             let n = channel.len();
             let ch = Tensor::<1, Int>::from_data(TensorData::new(channel.clone(), [n]), &ad);
             let wq = q * calpha.clone().select(0, ch).mul_scalar(l.scale);
@@ -377,6 +408,14 @@ pub fn reconstruct_block(
             engine.set_param(&l.name, reshape_tensor(wq, &l.shape))?;
             params.push((clv, calpha));
         }
+        let step_params: Vec<Tensor<1>> = act_scales
+            .iter()
+            .zip(&steps)
+            .map(|(name, &v)| {
+                let t = flat(vec![v]).require_grad();
+                engine.set_param(name, Value::R1(t.clone())).map(|_| t)
+            })
+            .collect::<Result<_>>()?;
         let y = engine
             .run_for(&[(input.as_str(), x)], &[output.as_str()])?
             .into_iter()
@@ -407,9 +446,26 @@ pub fn reconstruct_block(
                 a_calpha.step(&mut p.calpha, &g_calpha, lr, step + 1);
             }
         }
+        if !step_params.is_empty() {
+            let g: Vec<f32> = step_params
+                .iter()
+                .map(|t| {
+                    t.grad(&grads)
+                        .map(|g| g.into_scalar::<f32>())
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            step_adam.step(&mut steps, &g, lr, step + 1);
+            for v in &mut steps {
+                *v = v.max(f32::MIN_POSITIVE);
+            }
+        }
         on_step(step + 1, scalar(loss));
     }
-    Ok(learned)
+    Ok(BlockLearned {
+        layers: learned,
+        act_steps: act_scales.into_iter().zip(steps).collect(),
+    })
 }
 
 /// Reconstructs every block of `float` that holds one of `layers`, in graph order, writing
@@ -427,7 +483,9 @@ pub fn reconstruct_model(
 ) -> Result<Vec<BlockReport>> {
     let by_name: HashMap<&str, &LayerQuantizer> =
         layers.iter().map(|l| (l.name.as_str(), l)).collect();
-    let blocks: Vec<_> = float
+    // Blocks of the quantized graph (it may hold activation quantizers); tensor names are the
+    // float graph's, so targets are read from the float model by name.
+    let blocks: Vec<_> = quantized
         .blocks()?
         .into_iter()
         .filter(|b| b.weights.iter().any(|w| by_name.contains_key(w.as_str())))
@@ -461,7 +519,10 @@ pub fn reconstruct_model(
             seed: settings.seed.wrapping_add(bi as u64),
             ..settings.clone()
         };
-        let learned = reconstruct_block(
+        let BlockLearned {
+            layers: learned,
+            act_steps,
+        } = reconstruct_block(
             &sub,
             &block_layers,
             &inputs,
@@ -483,6 +544,10 @@ pub fn reconstruct_model(
             quantized.set_initializer_f32(&l.name, &w)?;
             sub.set_initializer_f32(&l.name, &w)?;
         }
+        for (name, v) in &act_steps {
+            quantized.set_initializer_f32(name, &[*v])?;
+            sub.set_initializer_f32(name, &[*v])?;
+        }
         let loss_after = hard_loss(
             &Plan::from_model(&sub)?,
             &block.input,
@@ -495,6 +560,7 @@ pub fn reconstruct_model(
             output: block.output.clone(),
             layers: block_layers.iter().map(|l| l.name.clone()).collect(),
             calpha: learned.into_iter().map(|p| p.calpha).collect(),
+            act_steps,
             loss_before,
             loss_after,
             seconds: started.elapsed().as_secs_f64(),

@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+mod actquant;
 mod blocks;
 mod fold;
 mod layers;
@@ -53,6 +54,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+pub use actquant::activation_scale_name;
 pub use blocks::Block;
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};

@@ -45,6 +45,22 @@ pub(crate) fn run_relu(ins: Vec<Value>) -> Value {
     map_value!(first(ins), t => relu(t))
 }
 
+pub(crate) fn build_round(ctx: &mut NodeCtx) -> Result<Op> {
+    ctx.only_attrs(&[])?;
+    ctx.input_count(1, 1)?;
+    ctx.single_output()?;
+    ctx.tensor_input(0)?;
+    Ok(Op::Round)
+}
+
+/// `Round`, half to even as ONNX specifies. Its gradient is passed straight through (the
+/// straight-through estimator): rounding has a zero gradient almost everywhere, and
+/// quantization-aware learning needs the gradient of what is rounded.
+pub(crate) fn run_round(ins: Vec<Value>) -> Value {
+    // round(t) + (t − t): the forward value is exactly round(t), the gradient that of t.
+    map_value!(first(ins), t => t.clone().round().detach() + (t.clone() - t.detach()))
+}
+
 /// A planned `Clip` with constant bounds.
 #[derive(Debug, Clone)]
 pub(crate) struct Clip {
