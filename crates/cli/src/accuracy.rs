@@ -336,6 +336,44 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         }
         println!();
     }
+    let recon_cells: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.quantizer.contains("+recon"))
+        .collect();
+    if !recon_cells.is_empty() {
+        println!(
+            "\nquantize wall time in seconds (BN folding, search, calibration, reconstruction):"
+        );
+        print!("{:<18} {:>4}", "quantizer", "bits");
+        for m in models {
+            print!("  {:>width$}", m.name);
+        }
+        println!();
+        let mut seen: Vec<(&str, Option<u32>)> = Vec::new();
+        for c in &recon_cells {
+            let key = (c.quantizer.as_str(), c.bits);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            print!(
+                "{:<18} {:>4}",
+                key.0,
+                key.1.map_or(String::new(), |b| b.to_string())
+            );
+            for m in models {
+                match recon_cells
+                    .iter()
+                    .find(|x| x.model == m.name && (x.quantizer.as_str(), x.bits) == key)
+                {
+                    Some(x) => print!("  {:>width$}", format!("{:.1}", x.quantize_seconds)),
+                    None => print!("  {:>width$}", "-"),
+                }
+            }
+            println!();
+        }
+        println!();
+    }
     for m in models {
         if let Some(c) = cells.iter().find(|c| c.model == m.name) {
             let what = match m.metric {

@@ -216,13 +216,7 @@ impl Runner {
         let plan = engine.plan();
         let input = match &pre.input {
             Some(name) if plan.inputs().iter().any(|i| &i.name == name) => name.clone(),
-            _ => match plan.inputs() {
-                [only] => only.name.clone(),
-                inputs => bail!(
-                    "the model has {} inputs; subsetq runs models with one image input",
-                    inputs.len()
-                ),
-            },
+            _ => plan.single_input()?.to_string(),
         };
         let outputs = plan.output_names();
         let output = match &pre.output {

@@ -315,12 +315,7 @@ fn quantize_activations(
         }
     }
     let engine = Engine::new(Plan::from_model(model)?, &Device::flex())?;
-    let input = engine
-        .plan()
-        .inputs()
-        .first()
-        .map(|i| i.name.clone())
-        .context("the model has no input")?;
+    let input = engine.plan().single_input()?.to_string();
     let mut out = Vec::with_capacity(tensors.len());
     for (tensor, b) in tensors {
         let values = run_samples(&engine, &input, samples, &tensor, 64)?;

@@ -24,6 +24,9 @@
 //! # Ok::<(), subsetq_engine::EngineError>(())
 //! ```
 //!
+//! [`reconstruct`] learns quantized weights (and activation step sizes) block by block on
+//! calibration data with this engine's autograd.
+//!
 //! Supported operators: see [`supported_ops`]. 2-D convolution and pooling
 //! only (NCHW); tensors of rank 1 to [`MAX_RANK`]; float32 data; integer
 //! tensors only as constant shapes, pads and axes.

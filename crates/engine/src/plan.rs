@@ -330,6 +330,17 @@ impl Plan {
         &self.inputs
     }
 
+    /// The name of the only runtime input; an error when there are none or several.
+    pub fn single_input(&self) -> Result<&str> {
+        match self.inputs.as_slice() {
+            [only] => Ok(&only.name),
+            inputs => Err(EngineError::Graph(format!(
+                "the model has {} inputs; exactly one image input is needed",
+                inputs.len()
+            ))),
+        }
+    }
+
     /// The graph outputs' names, in graph order.
     pub fn output_names(&self) -> Vec<&str> {
         self.outputs.iter().map(|(n, _)| n.as_str()).collect()

@@ -317,11 +317,7 @@ pub fn reconstruct_block(
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<BlockLearned> {
     let plan = Plan::from_model(block)?;
-    let input = plan
-        .inputs()
-        .first()
-        .map(|s| s.name.clone())
-        .ok_or_else(|| EngineError::Graph("the block has no input".to_string()))?;
+    let input = plan.single_input()?.to_string();
     let output = plan
         .output_names()
         .first()
@@ -491,12 +487,7 @@ pub fn reconstruct_model(
         .filter(|b| b.weights.iter().any(|w| by_name.contains_key(w.as_str())))
         .collect();
     let float_engine = Engine::new(Plan::from_model(float)?, &Device::flex())?;
-    let graph_input = float_engine
-        .plan()
-        .inputs()
-        .first()
-        .map(|s| s.name.clone())
-        .ok_or_else(|| EngineError::Graph("the model has no input".to_string()))?;
+    let graph_input = float_engine.plan().single_input()?.to_string();
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
