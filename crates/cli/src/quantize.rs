@@ -168,8 +168,9 @@ pub struct Quantized {
 
 /// Folds batch norms into their conv / gemm (so that the quantized weights are the ones a
 /// runtime multiplies with), then quantizes every weight layer: `quantizer` for the middle
-/// layers, uniform at `opts.first_last_bits` for the first and last. `source` names the model
-/// in errors.
+/// layers, uniform at `opts.first_last_bits` for the first and last. With `recon`, puts
+/// `abits`-bit quantizers on activations (if asked) and reconstructs the model block by block
+/// on the calibration samples. `source` names the model in errors.
 pub fn quantize_model(
     model: &Model,
     source: &Path,
@@ -332,6 +333,9 @@ fn quantize_activations(
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     let opts: SearchOptions = args.common.options(args.bits)?;
+    if args.abits.is_some() && args.calib.is_none() {
+        bail!("--abits needs --calib: activation ranges come from calibration data");
+    }
     output::refuse_to_overwrite_input(&args.output, &args.model)?;
     let model = load_model(&args.model)?;
     let samples = match &args.calib {
