@@ -1,8 +1,12 @@
 //! The `subsetq` binary end to end: real models in, JSON out, and every bad input refused
 //! with exit code 2 and one clear line.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{subsetq, temp_dir};
 
 use prost::Message;
 use serde_json::Value;
@@ -10,20 +14,6 @@ use subsetq_onnx::pb;
 
 /// The vectors promise the reference's score to 1e-5 relative.
 const ERROR_REL_TOL: f64 = 1e-5;
-
-fn subsetq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_subsetq"))
-        .args(args)
-        .output()
-        .expect("run subsetq")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("subsetq-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Exit code 2 and an `error: …` line first (clap may add a usage hint) containing `needle`.
 fn assert_refused(out: &Output, needle: &str) {

@@ -1,8 +1,9 @@
 //! `subsetq eval` and `subsetq quantize` against onnxruntime (the project's venv) on the real
 //! models and their full test sets.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use subsetq_data::{load, Preprocess};
@@ -10,30 +11,12 @@ use subsetq_engine::burn_tensor::Device;
 use subsetq_engine::Engine;
 use subsetq_onnx::test_assets::{ort_reference, python, require, root};
 
+use common::{subsetq_ok as subsetq, temp_dir};
+
 /// Largest allowed |output difference| between our engine and onnxruntime on a quantized model.
 const QUANTIZED_TOL: f32 = 1e-4;
 /// Test images run through both runtimes for the quantized comparison.
 const QUANTIZED_IMAGES: usize = 500;
-
-fn subsetq(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_subsetq"))
-        .args(args)
-        .output()
-        .expect("run subsetq");
-    assert!(
-        out.status.success(),
-        "subsetq {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("subsetq-ort-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 /// The model (under `assets/` or the committed `models/`) and its IDX test images.
 fn model_and_data(model: &str, data: &str) -> Option<(PathBuf, PathBuf)> {

@@ -1,46 +1,34 @@
 //! `subsetq quantize --calib`: block reconstruction on fashion-resnet (real residual blocks,
 //! real calibration images), kept short so that it runs in test time.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use serde_json::Value;
 use subsetq_onnx::test_assets::{require, root};
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("subsetq-recon-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
+use common::{subsetq_ok, temp_dir};
 
 fn quantize(model: &Path, calib: &Path, out: &Path, seed: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_subsetq"))
-        .args([
-            "quantize",
-            model.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--bits",
-            "2",
-            "--calib",
-            calib.to_str().unwrap(),
-            "--calib-size",
-            "64",
-            "--iters",
-            "40",
-            "--recon-batch",
-            "16",
-            "--seed",
-            seed,
-        ])
-        .output()
-        .expect("run subsetq");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    subsetq_ok(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--calib",
+        calib.to_str().unwrap(),
+        "--calib-size",
+        "64",
+        "--iters",
+        "40",
+        "--recon-batch",
+        "16",
+        "--seed",
+        seed,
+    ]);
 }
 
 #[test]
