@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use subsetq_core::baselines::{lloyd_max, per_channel_error, Baseline};
 use subsetq_core::{
-    levels_for_bits, normalize, search_prepared, Codebook, Magnitudes, Method, UniversalSet,
+    levels_for_bits, normalize, normalize_channels, search_prepared, Channels, Codebook,
+    Magnitudes, Method, UniversalSet,
 };
 use subsetq_onnx::WeightLayer;
 
@@ -16,6 +17,26 @@ pub struct SearchOptions {
     pub first_last_bits: u32,
     pub uset: UniversalSet,
     pub method: Method,
+    pub granularity: Granularity,
+}
+
+/// What a layer's weights are divided by before its codebook is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Granularity {
+    /// One scale per layer, max|w| (the paper).
+    Tensor,
+    /// One scale per output channel, that channel's max|w|; one codebook (subset and α) per
+    /// layer, fitted to all channels' normalised weights together.
+    Channel,
+}
+
+impl Granularity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tensor => "tensor",
+            Self::Channel => "channel",
+        }
+    }
 }
 
 /// One baseline's error, per tensor and per output channel.
@@ -78,9 +99,12 @@ pub struct Choice {
     /// "sq", or a baseline's name; first / last layers are "uniform".
     pub quantizer: &'static str,
     pub codebook: Codebook,
-    /// max|w|.
+    /// max|w| of the layer.
     pub scale: f32,
-    /// x = w / max|w|.
+    /// max|w| of each output channel's normaliser (all `scale` for per-tensor scales).
+    pub channel_scales: Vec<f32>,
+    pub channels: Channels,
+    /// x = w / its normaliser.
     pub x: Vec<f32>,
     pub magnitudes: Magnitudes,
     pub candidates: usize,
@@ -89,11 +113,28 @@ pub struct Choice {
 }
 
 impl Choice {
-    /// The dequantized weights: max|w| · Q(x).
+    /// The dequantized weights: m_c · Q(x).
     pub fn dequantized(&self) -> Vec<f32> {
         self.x
             .iter()
-            .map(|v| self.scale * self.codebook.quantize_value(*v))
+            .enumerate()
+            .map(|(i, v)| {
+                self.channel_scales[self.channels.of(i)] * self.codebook.quantize_value(*v)
+            })
+            .collect()
+    }
+
+    /// Per-channel scales relative to the layer's: a weight is ±scale · relative[c] · α · level.
+    pub fn relative_channel_scales(&self) -> Vec<f32> {
+        self.channel_scales
+            .iter()
+            .map(|m| {
+                if self.scale > 0.0 {
+                    m / self.scale
+                } else {
+                    1.0
+                }
+            })
             .collect()
     }
 }
@@ -112,7 +153,16 @@ pub fn choose(
         opts.bits
     };
     let what = || format!("layer {} (node {})", layer.name, layer.node);
-    let (scale, x) = normalize(&layer.data).with_context(what)?;
+    let channels =
+        Channels::new(&layer.shape, layer.out_axis, layer.data.len()).with_context(what)?;
+    let (channel_scales, x) = match opts.granularity {
+        Granularity::Tensor => {
+            let (scale, x) = normalize(&layer.data).with_context(what)?;
+            (vec![scale; channels.count], x)
+        }
+        Granularity::Channel => normalize_channels(&layer.data, channels).with_context(what)?,
+    };
+    let scale = channel_scales.iter().fold(0f32, |m, v| m.max(*v));
     let magnitudes = Magnitudes::new(&x);
     let started = Instant::now();
     let (quantizer, codebook, candidates, fitted) = match (keep_uniform, baseline) {
@@ -136,6 +186,8 @@ pub fn choose(
         quantizer,
         codebook,
         scale,
+        channel_scales,
+        channels,
         x,
         magnitudes,
         candidates,
@@ -157,6 +209,7 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         candidates,
         fitted,
         seconds: search_seconds,
+        ..
     } = choose(layer, opts, None)?;
     let l2_error = chosen.l2_error(&m);
     let mut baselines = Vec::new();

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use subsetq_core::{Method, UniversalSet};
 
-use analysis::{analyze_layer, SearchOptions};
+use analysis::{analyze_layer, Granularity, SearchOptions};
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +88,7 @@ impl CommonArgs {
             first_last_bits: self.first_last_bits,
             uset: UniversalSet::parse(&self.uset)?,
             method: self.method,
+            granularity: Granularity::Tensor,
         })
     }
 }

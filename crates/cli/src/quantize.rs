@@ -1,6 +1,6 @@
-//! `subsetq quantize`: folds batch norms, then writes a model whose weights are the quantized
-//! values (search only for now; reconstruction comes later), with the codebooks and scales in
-//! its metadata.
+//! `subsetq quantize`: folds batch norms, searches every layer's codebook, optionally quantizes
+//! activations and reconstructs block by block on calibration data, then writes a model whose
+//! weights are the quantized values, with the codebooks and scales in its metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use subsetq_engine::reconstruct::{
 use subsetq_engine::{Engine, Plan};
 use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
-use crate::analysis::{choose, SearchOptions};
+use crate::analysis::{choose, Granularity, SearchOptions};
 use crate::eval::{load_data, PreprocessArgs};
 use crate::{load_model, output, progress, CommonArgs};
 
@@ -75,6 +75,10 @@ pub struct QuantizeArgs {
     /// Quantizer of every layer but the first and last.
     #[arg(long, value_enum, default_value_t = QuantizerArg::Sq)]
     quantizer: QuantizerArg,
+    /// Weight scales: one per layer (the paper), or one per output channel (one codebook per
+    /// layer still).
+    #[arg(long, value_enum, default_value_t = Granularity::Tensor)]
+    granularity: Granularity,
     #[command(flatten)]
     common: CommonArgs,
     /// Calibration images (IDX file, image folder or pattern; labels unused), preprocessed as
@@ -148,7 +152,7 @@ pub struct LayerRecord {
     pub alpha: f64,
     pub scale: f32,
     pub l2_error: f64,
-    /// Learned per-output-channel scales (reconstruction only): a weight is
+    /// Per-output-channel scales (per-channel granularity or reconstruction): a weight is
     /// ±scale · calpha[c] · alpha · levels[i].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calpha: Option<Vec<f32>>,
@@ -198,10 +202,12 @@ pub fn quantize_model(
                 shape: layer.shape.clone(),
                 out_axis: layer.out_axis,
                 weight: layer.data.clone(),
-                scale: choice.scale,
+                scales: choice.channel_scales.clone(),
                 codebook: choice.codebook.clone(),
             });
         }
+        let calpha =
+            (opts.granularity == Granularity::Channel).then(|| choice.relative_channel_scales());
         records.push(LayerRecord {
             name: layer.name.clone(),
             bits: choice.bits,
@@ -210,7 +216,7 @@ pub fn quantize_model(
             levels: choice.codebook.levels,
             alpha: choice.codebook.alpha,
             scale: choice.scale,
-            calpha: None,
+            calpha,
         });
         bar.inc(1);
     }
@@ -241,7 +247,11 @@ pub fn quantize_model(
         for b in &blocks {
             for (name, calpha) in b.layers.iter().zip(&b.calpha) {
                 if let Some(r) = records.iter_mut().find(|r| &r.name == name) {
-                    r.calpha = Some(calpha.clone());
+                    // Learned on top of the per-channel normalisers, if any.
+                    r.calpha = Some(match &r.calpha {
+                        Some(relative) => relative.iter().zip(calpha).map(|(a, b)| a * b).collect(),
+                        None => calpha.clone(),
+                    });
                 }
             }
         }
@@ -251,6 +261,7 @@ pub fn quantize_model(
         "bits": opts.bits,
         "first_last_bits": opts.first_last_bits,
         "quantizer": quantizer.name(),
+        "granularity": opts.granularity.name(),
         "uset": opts.uset.spec(),
         "folded_batch_norms": fold.folded.len(),
         "reconstruction": recon.map(|(samples, s)| serde_json::json!({
@@ -332,7 +343,10 @@ fn quantize_activations(
 }
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
-    let opts: SearchOptions = args.common.options(args.bits)?;
+    let opts = SearchOptions {
+        granularity: args.granularity,
+        ..args.common.options(args.bits)?
+    };
     if args.abits.is_some() && args.calib.is_none() {
         bail!("--abits needs --calib: activation ranges come from calibration data");
     }

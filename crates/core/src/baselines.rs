@@ -13,7 +13,7 @@
 
 use crate::codebook::Codebook;
 use crate::magnitudes::Magnitudes;
-use crate::{levels_for_bits, Error, Result};
+use crate::{levels_for_bits, Channels, Result};
 
 /// A baseline quantizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,19 +180,10 @@ fn kmeans(m: &Magnitudes, mut centers: Vec<f64>) -> Codebook {
 /// Splits weights of `shape` into output channels along `axis` (each channel's values in
 /// row-major order).
 pub fn split_channels(x: &[f32], shape: &[usize], axis: usize) -> Result<Vec<Vec<f32>>> {
-    let numel: usize = shape.iter().product();
-    if axis >= shape.len() || numel != x.len() || numel == 0 {
-        return Err(Error::Shape {
-            shape: shape.to_vec(),
-            axis,
-            len: x.len(),
-        });
-    }
-    let channels = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = vec![Vec::with_capacity(numel / channels); channels];
+    let channels = Channels::new(shape, axis, x.len())?;
+    let mut out = vec![Vec::with_capacity(x.len() / channels.count); channels.count];
     for (i, v) in x.iter().enumerate() {
-        out[(i / inner) % channels].push(*v);
+        out[channels.of(i)].push(*v);
     }
     Ok(out)
 }

@@ -155,9 +155,27 @@ impl Codebook {
         }
     }
 
-    /// Quantizes a slice.
+    /// Quantizes a slice: [`Codebook::quantize_value`] of each element, with the midpoints and
+    /// quantized magnitudes computed once.
     pub fn quantize(&self, x: &[f32]) -> Vec<f32> {
-        x.iter().map(|v| self.quantize_value(*v)).collect()
+        let midpoints: Vec<f64> = self
+            .levels
+            .windows(2)
+            .map(|w| self.alpha * (w[0] + w[1]) * 0.5)
+            .collect();
+        let values: Vec<f32> = self.levels.iter().map(|l| (self.alpha * l) as f32).collect();
+        x.iter()
+            .map(|&v| {
+                let a = f64::from(v.abs());
+                // First midpoint at or above |v| (none for NaN: the top level, as nearest_index).
+                let q = values[midpoints.partition_point(|&t| !(a <= t))];
+                match v {
+                    0.0 => 0.0,
+                    v if v < 0.0 => -q,
+                    _ => q,
+                }
+            })
+            .collect()
     }
 
     /// b-bit codes: sign bit (1 = negative) above the (b−1)-bit level index.
@@ -236,6 +254,23 @@ mod tests {
                 "{direct} vs {fast}"
             );
         }
+    }
+
+    #[test]
+    fn slice_quantize_is_quantize_value() {
+        let cb = Codebook {
+            levels: vec![0.0, 0.25, 0.625, 1.0],
+            alpha: 0.8,
+        };
+        // Midpoints exactly, both sides of them, zeros, out of range, NaN.
+        let mut x: Vec<f32> = vec![0.0, -0.0, 0.1, 0.35, -0.35, 0.65, 2.0, -2.0, f32::NAN];
+        x.extend((-300..300).map(|i| i as f32 / 250.0));
+        let one_by_one: Vec<f32> = x.iter().map(|v| cb.quantize_value(*v)).collect();
+        let sliced = cb.quantize(&x);
+        assert_eq!(
+            sliced.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            one_by_one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

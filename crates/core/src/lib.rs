@@ -31,8 +31,8 @@ pub use activation::ActivationQuantizer;
 pub use codebook::Codebook;
 pub use magnitudes::Magnitudes;
 pub use search::{
-    candidates, fast_fit, normalize, reference_fit, search, search_prepared, Fit, Method,
-    SubsetChoice,
+    candidates, fast_fit, normalize, normalize_channels, reference_fit, search, search_prepared,
+    Channels, Fit, Method, SubsetChoice,
 };
 pub use uset::UniversalSet;
 

@@ -98,6 +98,63 @@ pub fn normalize(w: &[f32]) -> Result<(f32, Vec<f32>)> {
     Ok((max, w.iter().map(|v| v / max).collect()))
 }
 
+/// Where each element of a weight tensor sits: its output channel, for a row-major tensor of
+/// `shape` whose output channels run along `axis`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channels {
+    /// Number of output channels.
+    pub count: usize,
+    /// Elements per channel between two steps of the channel index (product of the dims
+    /// after `axis`).
+    pub inner: usize,
+    /// Product of the dims before `axis`.
+    pub outer: usize,
+}
+
+impl Channels {
+    /// The layout of `len` weights of `shape`, channels along `axis`.
+    pub fn new(shape: &[usize], axis: usize, len: usize) -> Result<Channels> {
+        let numel: usize = shape.iter().product();
+        if axis >= shape.len() || numel != len || numel == 0 {
+            return Err(Error::Shape {
+                shape: shape.to_vec(),
+                axis,
+                len,
+            });
+        }
+        Ok(Channels {
+            count: shape[axis],
+            inner: shape[axis + 1..].iter().product(),
+            outer: shape[..axis].iter().product(),
+        })
+    }
+
+    /// The output channel of element `i`.
+    pub fn of(&self, i: usize) -> usize {
+        (i / self.inner) % self.count
+    }
+}
+
+/// Per-output-channel [`normalize`]: returns (max|w| of each channel, x = w / its channel's
+/// max). An all-zero channel gets max 0 and x = 0.
+pub fn normalize_channels(w: &[f32], channels: Channels) -> Result<(Vec<f32>, Vec<f32>)> {
+    normalize(w)?;
+    let mut max = vec![0f32; channels.count];
+    for (i, v) in w.iter().enumerate() {
+        let c = channels.of(i);
+        max[c] = max[c].max(v.abs());
+    }
+    let x = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match max[channels.of(i)] {
+            m if m > 0.0 => v / m,
+            _ => 0.0,
+        })
+        .collect();
+    Ok((max, x))
+}
+
 /// Searches one layer's weights `w` (any scale; normalised here).
 ///
 /// All-zero weights have a defined result: every value quantizes to 0 whatever the subset, so
@@ -463,6 +520,27 @@ fn dp_search(m: &Magnitudes, u: &[f64], k: usize, effort: DpEffort) -> SubsetCho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_and_their_normalization() {
+        // Shape [in 2, out 3]: channels along axis 1, so elements alternate channels.
+        let w = [1.0, -4.0, 0.0, -2.0, 2.0, 0.0];
+        let ch = Channels::new(&[2, 3], 1, w.len()).unwrap();
+        assert_eq!((ch.count, ch.inner, ch.outer), (3, 1, 2));
+        assert_eq!(
+            (0..6).map(|i| ch.of(i)).collect::<Vec<_>>(),
+            [0, 1, 2, 0, 1, 2]
+        );
+        let (max, x) = normalize_channels(&w, ch).unwrap();
+        assert_eq!(max, [2.0, 4.0, 0.0]);
+        assert_eq!(x, [0.5, -1.0, 0.0, -1.0, 0.5, 0.0]);
+        assert!(Channels::new(&[2, 3], 2, 6).is_err());
+        assert!(Channels::new(&[2, 3], 0, 5).is_err());
+        assert!(matches!(
+            normalize_channels(&[1.0, f32::NAN], Channels::new(&[2], 0, 2).unwrap()),
+            Err(Error::NonFinite { index: 1, .. })
+        ));
+    }
 
     fn laplace(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;

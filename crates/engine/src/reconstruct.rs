@@ -2,21 +2,23 @@
 //! init 1) and one scale per output channel (`calpha`, init 1) so that the quantized block's
 //! output matches the float block's on calibration data:
 //!
-//! `w_q = m · calpha_c · Q(w / m · clv)`, with `m = max|w|` and `Q` rounding to the nearest of
-//! `±α · S` (the searched subset `S` and `α` stay fixed); the gradient passes straight through
+//! `w_q = m_c · calpha_c · Q(w / m_c · clv)`, with `m_c = max|w|` of the layer (the paper) or
+//! of output channel `c` (per-channel scales), and `Q` rounding to the nearest of `±α · S` (the
+//! searched subset `S` and `α` stay fixed); the gradient passes straight through
 //! `Q`. Loss = squared error summed over output channels and averaged over batch and positions,
 //! plus `λ(t) · Σ_layers ‖|w| − |w_q|‖₂` with `λ = 0` for the first 20 % of iterations, then
 //! 1e-2 falling linearly to 1e-3. Adam, learning rate on a cosine to 0.
 //!
 //! The block's input comes from the model quantized so far, its target from the float model
 //! ([`reconstruct_model`] runs the blocks in order). After reconstruction every weight is still
-//! `sign · m · calpha_c · α · s_i` with `s_i ∈ S`.
+//! `sign · m_c · calpha_c · α · s_i` with `s_i ∈ S`.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use burn_tensor::{Device, Int, Tensor, TensorData};
-use subsetq_core::Codebook;
+use burn_tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+use subsetq_core::{Channels, Codebook};
 use subsetq_onnx::Model;
 
 use crate::error::{EngineError, Result};
@@ -34,8 +36,9 @@ pub struct LayerQuantizer {
     pub out_axis: usize,
     /// Float (BN-folded) weights.
     pub weight: Vec<f32>,
-    /// `m = max|w|`.
-    pub scale: f32,
+    /// `m_c`, one per output channel: the weights were searched as `w / m_c` (all equal to
+    /// `max|w|` for per-tensor scales).
+    pub scales: Vec<f32>,
     /// The searched magnitudes `S` and `α`: `Q(x) = sign(x) · α · s`, `s ∈ S` nearest to
     /// `|x| / α` (the core's rounding, so that before learning the weights are the searched
     /// ones exactly).
@@ -43,28 +46,45 @@ pub struct LayerQuantizer {
 }
 
 impl LayerQuantizer {
-    fn channels(&self) -> usize {
-        self.shape.get(self.out_axis).copied().unwrap_or(1).max(1)
+    fn channels(&self) -> Result<Channels> {
+        let c = Channels::new(&self.shape, self.out_axis, self.weight.len())
+            .map_err(|e| EngineError::Graph(format!("weight {}: {e}", self.name)))?;
+        if self.scales.len() != c.count {
+            return Err(EngineError::Graph(format!(
+                "weight {}: {} scales for {} output channels",
+                self.name,
+                self.scales.len(),
+                c.count
+            )));
+        }
+        Ok(c)
     }
 
-    /// The output channel of every element (row-major).
-    fn channel_index(&self) -> Vec<usize> {
-        let inner: usize = self.shape[self.out_axis + 1..].iter().product();
-        let c = self.channels();
-        (0..self.weight.len())
-            .map(|i| (i / inner.max(1)) % c)
+    /// `w / m_c` (0 in an all-zero channel).
+    fn normalized(&self, channels: Channels) -> Vec<f32> {
+        self.weight
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match self.scales[channels.of(i)] {
+                m if m > 0.0 => w / m,
+                _ => 0.0,
+            })
             .collect()
     }
 
     /// The quantized weights for the learned `clv` and `calpha` (no straight-through part).
-    pub fn quantized(&self, learned: &Learned) -> Vec<f32> {
-        let m = self.scale;
-        self.weight
+    pub fn quantized(&self, learned: &Learned) -> Result<Vec<f32>> {
+        let channels = self.channels()?;
+        Ok(self
+            .normalized(channels)
             .iter()
             .zip(&learned.clv)
-            .zip(self.channel_index())
-            .map(|((&w, &v), c)| m * learned.calpha[c] * self.codebook.quantize_value(w / m * v))
-            .collect()
+            .enumerate()
+            .map(|(i, (x, v))| {
+                let c = channels.of(i);
+                self.scales[c] * learned.calpha[c] * self.codebook.quantize_value(x * v)
+            })
+            .collect())
     }
 }
 
@@ -81,7 +101,7 @@ impl Learned {
     fn initial(layer: &LayerQuantizer) -> Learned {
         Learned {
             clv: vec![1.0; layer.weight.len()],
-            calpha: vec![1.0; layer.channels()],
+            calpha: vec![1.0; layer.scales.len()],
         }
     }
 }
@@ -304,6 +324,21 @@ fn hard_loss(block: &Plan, input: &str, output: &str, x: &Samples, t: &Samples) 
     Ok(sum / per)
 }
 
+/// Elements per parallel task of the host-side rounding.
+const QUANTIZE_CHUNK: usize = 1 << 14;
+
+/// One layer's constants during reconstruction.
+struct Prepared {
+    channels: Channels,
+    /// `w / m_c`, on the host and as a tensor.
+    normalized: Vec<f32>,
+    normalized_t: Tensor<1>,
+    /// `m_c` as a `[1, C, 1]` tensor.
+    scales: Tensor<3>,
+    abs_w: Tensor<1>,
+    sign: Tensor<1>,
+}
+
 /// Learns `clv` and `calpha` of `layers` (all in `block`, a model of one block), and the step
 /// sizes of the block's activation quantizers (initializers named `*.act_scale`), so that the
 /// block maps `inputs` to `targets`. Returns what was learned, in `layers` order, and the
@@ -326,20 +361,30 @@ pub fn reconstruct_block(
     let ad = Device::flex().autodiff();
     let mut engine = Engine::new(plan, &ad)?;
 
-    let prepared: Vec<_> = layers
+    let flat = |v: Vec<f32>| {
+        let n = v.len();
+        Tensor::<1>::from_data(TensorData::new(v, [n]), &ad)
+    };
+    let prepared: Vec<Prepared> = layers
         .iter()
         .map(|l| {
-            let normalized: Vec<f32> = l.weight.iter().map(|w| w / l.scale).collect();
-            let channel: Vec<i64> = l.channel_index().iter().map(|&c| c as i64).collect();
-            let abs_w: Vec<f32> = l.weight.iter().map(|w| w.abs()).collect();
+            let channels = l.channels()?;
+            let normalized = l.normalized(channels);
             let sign: Vec<f32> = l
                 .weight
                 .iter()
                 .map(|w| w.signum() * f32::from(*w != 0.0))
                 .collect();
-            (normalized, channel, abs_w, sign)
+            Ok(Prepared {
+                channels,
+                normalized_t: flat(normalized.clone()),
+                normalized,
+                scales: flat(l.scales.clone()).reshape([1, channels.count, 1]),
+                abs_w: flat(l.weight.iter().map(|w| w.abs()).collect()),
+                sign: flat(sign),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut learned: Vec<Learned> = layers.iter().map(|l| Learned::initial(l)).collect();
     let mut adam: Vec<(Adam, Adam)> = learned
         .iter()
@@ -364,10 +409,6 @@ pub fn reconstruct_block(
         .collect();
     let mut step_adam = Adam::new(steps.len());
     let mut rng = SplitMix(settings.seed);
-    let flat = |v: Vec<f32>| {
-        let n = v.len();
-        Tensor::<1>::from_data(TensorData::new(v, [n]), &ad)
-    };
 
     for step in 0..settings.iters {
         let idx: Vec<usize> = (0..settings.batch.min(inputs.n).max(1))
@@ -378,21 +419,34 @@ pub fn reconstruct_block(
         let lam = lambda(step, settings.iters);
         let mut params = Vec::with_capacity(layers.len());
         let mut reg: Option<Tensor<1>> = None;
-        for ((l, p), (normalized, channel, abs_w, sign)) in
-            layers.iter().zip(&learned).zip(&prepared)
-        {
-            let x_host: Vec<f32> = normalized.iter().zip(&p.clv).map(|(w, v)| w * v).collect();
-            let q_host: Vec<f32> = l.codebook.quantize(&x_host);
+        for ((l, p), pre) in layers.iter().zip(&learned).zip(&prepared) {
+            // Q(x) on the host, in parallel: the codebook's own rounding.
+            let q_host: Vec<f32> = pre
+                .normalized
+                .par_chunks(QUANTIZE_CHUNK)
+                .zip(p.clv.par_chunks(QUANTIZE_CHUNK))
+                .flat_map_iter(|(w, v)| {
+                    let x: Vec<f32> = w.iter().zip(v).map(|(w, v)| w * v).collect();
+                    l.codebook.quantize(&x)
+                })
+                .collect();
             let clv = flat(p.clv.clone()).require_grad();
             let calpha = flat(p.calpha.clone()).require_grad();
-            let xq = flat(normalized.clone()) * clv.clone();
+            let xq = pre.normalized_t.clone() * clv.clone();
             // Straight through: the forward value is exactly Q(x), the gradient that of x.
             let q = flat(q_host) + (xq.clone() - xq.detach());
-            let n = channel.len();
-            let ch = Tensor::<1, Int>::from_data(TensorData::new(channel.clone(), [n]), &ad);
-            let wq = q * calpha.clone().select(0, ch).mul_scalar(l.scale);
+            // Scale per channel by broadcasting over an [outer, C, inner] view (a gather would
+            // need a scatter-add in the backward pass).
+            let Channels {
+                count,
+                inner,
+                outer,
+            } = pre.channels;
+            let per_channel = calpha.clone().reshape([1, count, 1]) * pre.scales.clone();
+            let wq =
+                (q.reshape([outer, count, inner]) * per_channel).reshape([outer * count * inner]);
             if lam > 0.0 {
-                let gap = (flat(abs_w.clone()) - wq.clone() * flat(sign.clone()))
+                let gap = (pre.abs_w.clone() - wq.clone() * pre.sign.clone())
                     .square()
                     .sum()
                     .sqrt();
@@ -531,7 +585,7 @@ pub fn reconstruct_model(
         )?;
         let mut sub = sub;
         for (l, p) in block_layers.iter().zip(&learned) {
-            let w = l.quantized(p);
+            let w = l.quantized(p)?;
             quantized.set_initializer_f32(&l.name, &w)?;
             sub.set_initializer_f32(&l.name, &w)?;
         }
@@ -570,23 +624,5 @@ mod tests {
         assert_eq!(lambda(19, 100), 0.0);
         assert!((lambda(20, 100) - 1e-2).abs() < 1e-12);
         assert!(lambda(99, 100) > 1e-3 && lambda(99, 100) < 1.2e-3);
-    }
-
-    #[test]
-    fn channel_of_every_element() {
-        let layer = |shape: Vec<usize>, out_axis| LayerQuantizer {
-            name: "w".into(),
-            weight: vec![0.0; shape.iter().product()],
-            shape,
-            out_axis,
-            scale: 1.0,
-            codebook: Codebook {
-                levels: vec![1.0],
-                alpha: 1.0,
-            },
-        };
-        assert_eq!(layer(vec![2, 1, 1, 2], 0).channel_index(), vec![0, 0, 1, 1]);
-        // Gemm without transB: weight [K, N], outputs along axis 1.
-        assert_eq!(layer(vec![2, 3], 1).channel_index(), vec![0, 1, 2, 0, 1, 2]);
     }
 }

@@ -112,6 +112,11 @@ impl Value {
         with_value!(self, t => t.dims().to_vec())
     }
 
+    /// Whether autodiff records operations on this value (its gradient will be asked for).
+    pub fn is_tracked(&self) -> bool {
+        with_value!(self, t => t.is_tracked())
+    }
+
     /// The rank.
     pub fn rank(&self) -> usize {
         with_value!(self, _t => _t.dims().len())

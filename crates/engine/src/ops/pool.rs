@@ -110,8 +110,12 @@ impl Pool {
 
     pub(crate) fn run_max(&self, ins: Vec<Value>) -> Value {
         let x = first(ins);
-        if let Some(y) = self.max_tiles(&x) {
-            return y;
+        // Under autodiff the tiles' max reductions differentiate through a slow generic
+        // scatter; the pooling kernel has its own backward.
+        if !x.is_tracked() {
+            if let Some(y) = self.max_tiles(&x) {
+                return y;
+            }
         }
         let options = MaxPoolOptions {
             kernel_size: self.kernel,
