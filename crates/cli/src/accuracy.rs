@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use subsetq_data::LabelSource;
 
-use crate::analysis::SearchOptions;
+use crate::analysis::{Granularity, SearchOptions};
 use crate::eval::{load_data, Agreement, Outputs, PreprocessArgs, Runner, Scores};
 use crate::quantize::{quantize_model, QuantizerArg, ReconArgs};
 use crate::{load_model, output, CommonArgs};
@@ -86,6 +86,10 @@ pub struct BenchAccuracyArgs {
         default_value = "sq,uniform-mse"
     )]
     recon: Vec<QuantizerArg>,
+    /// Weight-scale granularities, comma separated: each repeats every row ("/ch" marks
+    /// per-channel scales).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tensor")]
+    granularity: Vec<Granularity>,
     #[command(flatten)]
     recon_settings: ReconArgs,
     /// Activation bits: each adds a row per reconstructed quantizer with activations
@@ -214,10 +218,13 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
         )
     };
     for &bits in &args.bits {
-        let opts: SearchOptions = args.common.options(bits)?;
         let settings = args.recon_settings.settings(bits);
-        for (q, recon, abits) in runs(args) {
-            let name = row_name(q, recon, abits);
+        for (granularity, q, recon, abits) in runs(args) {
+            let opts = SearchOptions {
+                granularity,
+                ..args.common.options(bits)?
+            };
+            let name = row_name(granularity, q, recon, abits);
             let t0 = Instant::now();
             let calib = calibration
                 .as_ref()
@@ -246,19 +253,25 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     Ok(cells)
 }
 
-/// The quantizations of one bit width, in table order: `(quantizer, reconstruction,
-/// activation bits)`.
-fn runs(args: &BenchAccuracyArgs) -> Vec<(QuantizerArg, bool, Option<u32>)> {
-    let mut runs: Vec<_> = args.quantizers.iter().map(|&q| (q, false, None)).collect();
-    runs.extend(args.recon.iter().map(|&q| (q, true, None)));
-    for &a in &args.abits {
-        runs.extend(args.recon.iter().map(|&q| (q, true, Some(a))));
+/// The quantizations of one bit width, in table order: `(granularity, quantizer,
+/// reconstruction, activation bits)`.
+fn runs(args: &BenchAccuracyArgs) -> Vec<(Granularity, QuantizerArg, bool, Option<u32>)> {
+    let mut runs = Vec::new();
+    for &g in &args.granularity {
+        runs.extend(args.quantizers.iter().map(|&q| (g, q, false, None)));
+        runs.extend(args.recon.iter().map(|&q| (g, q, true, None)));
+        for &a in &args.abits {
+            runs.extend(args.recon.iter().map(|&q| (g, q, true, Some(a))));
+        }
     }
     runs
 }
 
-fn row_name(q: QuantizerArg, recon: bool, abits: Option<u32>) -> String {
+fn row_name(granularity: Granularity, q: QuantizerArg, recon: bool, abits: Option<u32>) -> String {
     let mut name = q.name().to_string();
+    if granularity == Granularity::Channel {
+        name.push_str("/ch");
+    }
     if recon {
         name.push_str("+recon");
     }
@@ -318,8 +331,8 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
     println!();
     let mut rows: Vec<(String, Option<u32>)> = vec![("fp32".to_string(), None)];
     for &bits in &args.bits {
-        for (q, recon, abits) in runs(args) {
-            rows.push((row_name(q, recon, abits), Some(bits)));
+        for (g, q, recon, abits) in runs(args) {
+            rows.push((row_name(g, q, recon, abits), Some(bits)));
         }
     }
     for (q, bits) in rows {

@@ -10,10 +10,12 @@ use subsetq_onnx::test_assets::{require, root};
 
 use common::{subsetq_ok, temp_dir};
 
-fn quantize(model: &Path, calib: &Path, out: &Path, seed: &str) {
+fn quantize(model: &Path, calib: &Path, out: &Path, seed: &str, granularity: &str) {
     subsetq_ok(&[
         "quantize",
         model.to_str().unwrap(),
+        "--granularity",
+        granularity,
         "-o",
         out.to_str().unwrap(),
         "--bits",
@@ -39,9 +41,9 @@ fn reconstruction_lowers_every_block_loss_keeps_codebooks_and_is_deterministic()
     let model = root().join("models/fashion-resnet.onnx");
     let dir = temp_dir("w2");
     let (a, b, c) = (dir.join("a.onnx"), dir.join("b.onnx"), dir.join("c.onnx"));
-    quantize(&model, &calib, &a, "7");
-    quantize(&model, &calib, &b, "7");
-    quantize(&model, &calib, &c, "8");
+    quantize(&model, &calib, &a, "7", "tensor");
+    quantize(&model, &calib, &b, "7", "tensor");
+    quantize(&model, &calib, &c, "8", "tensor");
     let bytes = std::fs::read(&a).unwrap();
     assert!(
         bytes == std::fs::read(&b).unwrap(),
@@ -49,8 +51,8 @@ fn reconstruction_lowers_every_block_loss_keeps_codebooks_and_is_deterministic()
     );
     assert!(bytes != std::fs::read(&c).unwrap(), "the seed is not used");
 
-    let q = subsetq_onnx::load(&a).unwrap();
-    let record: Value = serde_json::from_str(q.metadata("subsetq").unwrap()).unwrap();
+    // fashion-resnet's 15 middle layers are learned.
+    let record = check_codebooks(&a, 15);
     let blocks = record["reconstruction"]["blocks"].as_array().unwrap();
     // fashion-resnet: 6 residual blocks hold its 15 middle layers.
     assert_eq!(blocks.len(), 6);
@@ -65,19 +67,62 @@ fn reconstruction_lowers_every_block_loss_keeps_codebooks_and_is_deterministic()
         );
         assert!(after < before, "{blk}");
     }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Per-channel scales: still one codebook per layer, every weight on it, and every block's
+/// loss falls.
+#[test]
+fn per_channel_scales_keep_one_codebook_per_layer() {
+    let Some(calib) = require("data/fashion-mnist/train-images-idx3-ubyte.gz") else {
+        return;
+    };
+    let model = root().join("models/fashion-resnet.onnx");
+    let dir = temp_dir("w2-channel");
+    let out = dir.join("q.onnx");
+    quantize(&model, &calib, &out, "7", "channel");
+    // All 17 layers have per-channel scales, first and last included.
+    let record = check_codebooks(&out, 17);
+    assert_eq!(record["granularity"], "channel");
+    for blk in record["reconstruction"]["blocks"].as_array().unwrap() {
+        assert!(
+            blk["loss_after"].as_f64() < blk["loss_before"].as_f64(),
+            "{blk}"
+        );
+    }
+    // Per-channel scales differ between channels (they are each channel's max|w|).
+    let first = &record["layers"][1]["calpha"];
+    let calpha: Vec<f64> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        calpha.iter().any(|c| (c - calpha[0]).abs() > 0.05),
+        "{calpha:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Checks that the weights of every layer with per-channel scales in the record (`expected`
+/// of them) are ±scale · calpha_c · α · level with the record's numbers; returns the record.
+fn check_codebooks(path: &Path, expected: usize) -> Value {
+    let q = subsetq_onnx::load(path).unwrap();
+    let record: Value = serde_json::from_str(q.metadata("subsetq").unwrap()).unwrap();
     let shapes: std::collections::HashMap<String, Vec<usize>> = q
         .weight_layers()
         .unwrap()
         .into_iter()
         .map(|l| (l.name, l.shape))
         .collect();
-    let mut learned = 0;
+    let mut checked = 0;
     for l in record["layers"].as_array().unwrap() {
         let name = l["name"].as_str().unwrap();
         let Some(calpha) = l["calpha"].as_array() else {
             continue;
         };
-        learned += 1;
+        checked += 1;
         let (scale, alpha) = (l["scale"].as_f64().unwrap(), l["alpha"].as_f64().unwrap());
         let levels: Vec<f64> = l["levels"]
             .as_array()
@@ -99,6 +144,6 @@ fn reconstruction_lowers_every_block_loss_keeps_codebooks_and_is_deterministic()
             );
         }
     }
-    assert_eq!(learned, 15);
-    std::fs::remove_dir_all(dir).ok();
+    assert_eq!(checked, expected);
+    record
 }

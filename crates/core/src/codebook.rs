@@ -163,7 +163,11 @@ impl Codebook {
             .windows(2)
             .map(|w| self.alpha * (w[0] + w[1]) * 0.5)
             .collect();
-        let values: Vec<f32> = self.levels.iter().map(|l| (self.alpha * l) as f32).collect();
+        let values: Vec<f32> = self
+            .levels
+            .iter()
+            .map(|l| (self.alpha * l) as f32)
+            .collect();
         x.iter()
             .map(|&v| {
                 let a = f64::from(v.abs());
