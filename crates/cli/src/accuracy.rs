@@ -88,7 +88,7 @@ pub struct BenchAccuracyArgs {
     recon: Vec<QuantizerArg>,
     /// Weight-scale granularities, comma separated: each repeats every row ("/ch" marks
     /// per-channel scales).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "tensor")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "channel")]
     granularity: Vec<Granularity>,
     #[command(flatten)]
     recon_settings: ReconArgs,
@@ -324,7 +324,7 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         .max()
         .unwrap_or(8)
         .max(8);
-    print!("\n{:<18} {:>4}", "quantizer", "bits");
+    print!("\n{:<22} {:>4}", "quantizer", "bits");
     for m in models {
         print!("  {:>width$}", m.name);
     }
@@ -337,7 +337,7 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
     }
     for (q, bits) in rows {
         let b = bits.map_or("32".to_string(), |b| b.to_string());
-        print!("{q:<18} {b:>4}");
+        print!("{q:<22} {b:>4}");
         for m in models {
             match cells
                 .iter()
@@ -357,7 +357,7 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         println!(
             "\nquantize wall time in seconds (BN folding, search, calibration, reconstruction):"
         );
-        print!("{:<18} {:>4}", "quantizer", "bits");
+        print!("{:<22} {:>4}", "quantizer", "bits");
         for m in models {
             print!("  {:>width$}", m.name);
         }
@@ -370,7 +370,7 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
             }
             seen.push(key);
             print!(
-                "{:<18} {:>4}",
+                "{:<22} {:>4}",
                 key.0,
                 key.1.map_or(String::new(), |b| b.to_string())
             );
@@ -397,7 +397,8 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         }
     }
     println!(
-        "first and last layers uniform {}-bit; BN folded; per-tensor codebooks found by search",
+        "first and last layers uniform {}-bit; BN folded; one codebook per layer, found by \
+         search; weight scales per tensor (rows marked /ch: per output channel)",
         args.common.first_last_bits
     );
     if !args.recon.is_empty() {
@@ -405,8 +406,14 @@ fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs)
         println!(
             "+recon: block reconstruction (per-weight clv, per-channel calpha) on {} calibration \
              images from the training split (efficientnet-lite0: the same 20 photos), {} steps of \
-             {} per block, seed {}",
-            r.calib_size, r.iters, r.recon_batch, r.seed
+             {} per block, lr {}, seed {}",
+            r.calib_size,
+            r.iters,
+            r.recon_batch,
+            r.lr.map_or("1e-4 at 4+ bits, 5e-4 below".to_string(), |lr| format!(
+                "{lr:e}"
+            )),
+            r.seed
         );
     }
 }

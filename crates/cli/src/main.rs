@@ -50,7 +50,7 @@ enum BenchCommand {
     /// Whole-model search time of `fast` and `dp`, and the `reference` port extrapolated.
     Search(bench::BenchSearchArgs),
     /// Accuracy on real data of every benchmark model × quantizer × bits, FP32 first.
-    Accuracy(accuracy::BenchAccuracyArgs),
+    Accuracy(Box<accuracy::BenchAccuracyArgs>),
 }
 
 #[derive(clap::Args)]

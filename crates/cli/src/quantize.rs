@@ -9,12 +9,11 @@ use serde::Serialize;
 use subsetq_core::baselines::Baseline;
 use subsetq_core::ActivationQuantizer;
 use subsetq_data::LabelSource;
-use subsetq_engine::burn_tensor::Device;
 use subsetq_engine::reconstruct::run_samples;
 use subsetq_engine::reconstruct::{
     reconstruct_model, BlockReport, LayerQuantizer, Samples, Settings,
 };
-use subsetq_engine::{Engine, Plan};
+use subsetq_engine::{Backend, Engine, Plan};
 use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
 use crate::analysis::{choose, Granularity, SearchOptions};
@@ -75,9 +74,9 @@ pub struct QuantizeArgs {
     /// Quantizer of every layer but the first and last.
     #[arg(long, value_enum, default_value_t = QuantizerArg::Sq)]
     quantizer: QuantizerArg,
-    /// Weight scales: one per layer (the paper), or one per output channel (one codebook per
-    /// layer still).
-    #[arg(long, value_enum, default_value_t = Granularity::Tensor)]
+    /// Weight scales: one per output channel (one codebook per layer still), or one per layer
+    /// (the paper).
+    #[arg(long, value_enum, default_value_t = Granularity::Channel)]
     granularity: Granularity,
     #[command(flatten)]
     common: CommonArgs,
@@ -112,6 +111,25 @@ pub struct ReconArgs {
     /// Seed of the calibration batch sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where reconstruction computes: cpu, or cuda (a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl From<DeviceArg> for Backend {
+    fn from(d: DeviceArg) -> Backend {
+        match d {
+            DeviceArg::Cpu => Backend::Cpu,
+            DeviceArg::Cuda => Backend::Cuda,
+        }
+    }
 }
 
 impl ReconArgs {
@@ -121,6 +139,7 @@ impl ReconArgs {
             batch: self.recon_batch as usize,
             lr: self.lr.unwrap_or(if bits >= 4 { 1e-4 } else { 5e-4 }),
             seed: self.seed,
+            backend: self.device.into(),
         }
     }
 
@@ -224,10 +243,10 @@ pub fn quantize_model(
     let activations = match abits {
         None => Vec::new(),
         Some(bits) => {
-            let Some((samples, _)) = recon else {
+            let Some((samples, settings)) = recon else {
                 bail!("--abits needs --calib: activation ranges come from calibration data");
             };
-            quantize_activations(&mut model, &layers, samples, bits)
+            quantize_activations(&mut model, &layers, samples, bits, settings.backend)
                 .with_context(|| format!("{}: activation quantization", source.display()))?
         }
     };
@@ -307,6 +326,7 @@ fn quantize_activations(
     layers: &[WeightLayer],
     samples: &Samples,
     bits: u32,
+    backend: Backend,
 ) -> Result<Vec<(String, ActivationQuantizer)>> {
     let graph = model.graph()?;
     let mut tensors: Vec<(String, u32)> = Vec::new();
@@ -326,7 +346,7 @@ fn quantize_activations(
             tensors.push((input.clone(), b));
         }
     }
-    let engine = Engine::new(Plan::from_model(model)?, &Device::flex())?;
+    let engine = Engine::new(Plan::from_model(model)?, &backend.device()?)?;
     let input = engine.plan().single_input()?.to_string();
     let mut out = Vec::with_capacity(tensors.len());
     for (tensor, b) in tensors {
@@ -351,6 +371,10 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         bail!("--abits needs --calib: activation ranges come from calibration data");
     }
     output::refuse_to_overwrite_input(&args.output, &args.model)?;
+    if args.calib.is_some() {
+        // Before any work: a device that cannot run is an error now, not after the search.
+        Backend::from(args.recon.device).device()?;
+    }
     let model = load_model(&args.model)?;
     let samples = match &args.calib {
         Some(path) => Some(args.recon.samples(path, &args.model)?),

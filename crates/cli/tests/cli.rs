@@ -290,6 +290,19 @@ fn bad_inputs_are_refused_with_exit_code_2() {
         "out.json",
     );
     assert!(!nowhere.exists());
+
+    // A device this build does not have is refused before any work, writing nothing.
+    if cfg!(not(feature = "cuda")) {
+        let out = dir.join("q.onnx");
+        let o = out.to_str().unwrap();
+        assert_refused(
+            &subsetq(&[
+                "quantize", ok_s, "-o", o, "--calib", ok_s, "--device", "cuda",
+            ]),
+            "device cuda: this build has no CUDA backend",
+        );
+        assert!(!out.exists());
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -332,6 +345,10 @@ fn quantize_writes_a_model_whose_weights_are_on_the_recorded_codebooks() {
         out_path.to_str().unwrap(),
         "--bits",
         "3",
+        // One scale per layer: every weight is exactly ±scale·α·level (per-channel scales are
+        // checked in tests/reconstruct.rs).
+        "--granularity",
+        "tensor",
     ]);
     assert!(
         out.status.success(),

@@ -170,9 +170,14 @@ impl Codebook {
             .collect();
         x.iter()
             .map(|&v| {
-                let a = f64::from(v.abs());
-                // First midpoint at or above |v| (none for NaN: the top level, as nearest_index).
-                let q = values[midpoints.partition_point(|&t| !(a <= t))];
+                // NaN takes the top level, as in nearest_index.
+                let a = if v.is_nan() {
+                    f64::INFINITY
+                } else {
+                    f64::from(v.abs())
+                };
+                // The first midpoint at or above |v| ends the level's interval.
+                let q = values[midpoints.partition_point(|&t| t < a)];
                 match v {
                     0.0 => 0.0,
                     v if v < 0.0 => -q,

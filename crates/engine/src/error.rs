@@ -64,6 +64,15 @@ pub enum EngineError {
     /// produced twice, an output nobody produces, ...).
     #[error("graph: {0}")]
     Graph(String),
+
+    /// The asked-for compute backend is not built in or not usable here.
+    #[error("device {device}: {msg}")]
+    Device {
+        /// The backend's name.
+        device: String,
+        /// Why it cannot be used.
+        msg: String,
+    },
 }
 
 fn more_suffix(others: usize) -> String {

@@ -10,7 +10,8 @@
 //!
 //! The device picks the backend at run time: `Device::flex()` (CPU, SIMD,
 //! multi-threaded) for inference, `Device::flex().autodiff()` for the same
-//! code with gradients (see [`Engine::require_grad`]).
+//! code with gradients (see [`Engine::require_grad`]). [`Backend`] names the choice for a
+//! command line: the CPU always, a CUDA GPU with the `cuda` cargo feature.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -33,12 +34,14 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 mod error;
 mod ops;
 mod plan;
 pub mod reconstruct;
 mod value;
 
+pub use backend::Backend;
 pub use burn_tensor;
 pub use error::{EngineError, Result};
 pub use ops::supported_ops;

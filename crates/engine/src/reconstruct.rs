@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use subsetq_core::{Channels, Codebook};
 use subsetq_onnx::Model;
 
+use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::plan::{Engine, Plan};
 use crate::value::{reshape_tensor, Value};
@@ -126,6 +127,8 @@ pub struct Settings {
     pub lr: f64,
     /// Seed of the batch sampling.
     pub seed: u64,
+    /// Where the block forwards and backwards run.
+    pub backend: Backend,
 }
 
 /// `λ(t)`: 0 for the first 20 % of the steps, then 1e-2 falling linearly to 1e-3.
@@ -310,8 +313,14 @@ pub struct BlockReport {
     pub seconds: f64,
 }
 
-fn hard_loss(block: &Plan, input: &str, output: &str, x: &Samples, t: &Samples) -> Result<f64> {
-    let engine = Engine::new(block.clone(), &Device::flex())?;
+fn hard_loss(
+    block: &Plan,
+    device: &Device,
+    (input, output): (&str, &str),
+    x: &Samples,
+    t: &Samples,
+) -> Result<f64> {
+    let engine = Engine::new(block.clone(), device)?;
     let y = run_samples(&engine, input, x, output, 64)?;
     let channels = y.shape.first().copied().unwrap_or(1).max(1);
     let per = (y.data.len() / channels).max(1) as f64;
@@ -358,7 +367,7 @@ pub fn reconstruct_block(
         .first()
         .map(|s| s.to_string())
         .ok_or_else(|| EngineError::Graph("the block has no output".to_string()))?;
-    let ad = Device::flex().autodiff();
+    let ad = settings.backend.device()?.autodiff();
     let mut engine = Engine::new(plan, &ad)?;
 
     let flat = |v: Vec<f32>| {
@@ -540,12 +549,13 @@ pub fn reconstruct_model(
         .into_iter()
         .filter(|b| b.weights.iter().any(|w| by_name.contains_key(w.as_str())))
         .collect();
-    let float_engine = Engine::new(Plan::from_model(float)?, &Device::flex())?;
+    let device = settings.backend.device()?;
+    let float_engine = Engine::new(Plan::from_model(float)?, &device)?;
     let graph_input = float_engine.plan().single_input()?.to_string();
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
-        let quant_engine = Engine::new(Plan::from_model(quantized)?, &Device::flex())?;
+        let quant_engine = Engine::new(Plan::from_model(quantized)?, &device)?;
         let inputs = if block.input == graph_input {
             calibration.clone()
         } else {
@@ -559,7 +569,8 @@ pub fn reconstruct_model(
             .filter_map(|w| by_name.get(w.as_str()).copied())
             .collect();
         let sub_plan = Plan::from_model(&sub)?;
-        let loss_before = hard_loss(&sub_plan, &block.input, &block.output, &inputs, &targets)?;
+        let ends = (block.input.as_str(), block.output.as_str());
+        let loss_before = hard_loss(&sub_plan, &device, ends, &inputs, &targets)?;
         let block_settings = Settings {
             seed: settings.seed.wrapping_add(bi as u64),
             ..settings.clone()
@@ -593,13 +604,7 @@ pub fn reconstruct_model(
             quantized.set_initializer_f32(name, &[*v])?;
             sub.set_initializer_f32(name, &[*v])?;
         }
-        let loss_after = hard_loss(
-            &Plan::from_model(&sub)?,
-            &block.input,
-            &block.output,
-            &inputs,
-            &targets,
-        )?;
+        let loss_after = hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
         reports.push(BlockReport {
             input: block.input.clone(),
             output: block.output.clone(),
