@@ -31,8 +31,8 @@ pub use activation::ActivationQuantizer;
 pub use codebook::Codebook;
 pub use magnitudes::Magnitudes;
 pub use search::{
-    candidates, fast_fit, normalize, normalize_channels, reference_fit, search, search_prepared,
-    Channels, Fit, Method, SubsetChoice,
+    candidates, divide_channels, fast_fit, normalize, normalize_channels, reference_fit, search,
+    search_prepared, Channels, Fit, Method, SubsetChoice,
 };
 pub use uset::UniversalSet;
 

@@ -144,15 +144,20 @@ pub fn normalize_channels(w: &[f32], channels: Channels) -> Result<(Vec<f32>, Ve
         let c = channels.of(i);
         max[c] = max[c].max(v.abs());
     }
-    let x = w
-        .iter()
+    let x = divide_channels(w, &max, channels);
+    Ok((max, x))
+}
+
+/// `w / scales[c]` for each element's channel `c`; 0 where the scale is 0 (an all-zero
+/// channel).
+pub fn divide_channels(w: &[f32], scales: &[f32], channels: Channels) -> Vec<f32> {
+    w.iter()
         .enumerate()
-        .map(|(i, v)| match max[channels.of(i)] {
+        .map(|(i, v)| match scales[channels.of(i)] {
             m if m > 0.0 => v / m,
             _ => 0.0,
         })
-        .collect();
-    Ok((max, x))
+        .collect()
 }
 
 /// Searches one layer's weights `w` (any scale; normalised here).

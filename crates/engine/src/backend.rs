@@ -24,14 +24,6 @@ impl Backend {
         }
     }
 
-    /// Whether this build can use the backend at all.
-    pub fn is_built(self) -> bool {
-        match self {
-            Backend::Cpu => true,
-            Backend::Cuda => cfg!(feature = "cuda"),
-        }
-    }
-
     /// The device for inference, checked to work: one small computation runs on it first, so
     /// that a missing GPU or driver is an error here, not a panic in the middle of a run.
     pub fn device(self) -> Result<Device> {
@@ -82,7 +74,7 @@ mod tests {
     #[test]
     fn cpu_is_always_there_and_cuda_only_when_built() {
         assert!(Backend::Cpu.device().is_ok());
-        if !Backend::Cuda.is_built() {
+        if cfg!(not(feature = "cuda")) {
             let e = Backend::Cuda.device().unwrap_err().to_string();
             assert!(
                 e.starts_with("device cuda: this build has no CUDA backend"),

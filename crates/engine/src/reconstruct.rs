@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn_tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
-use subsetq_core::{Channels, Codebook};
+use subsetq_core::{divide_channels, Channels, Codebook};
 use subsetq_onnx::Model;
 
 use crate::backend::Backend;
@@ -61,23 +61,10 @@ impl LayerQuantizer {
         Ok(c)
     }
 
-    /// `w / m_c` (0 in an all-zero channel).
-    fn normalized(&self, channels: Channels) -> Vec<f32> {
-        self.weight
-            .iter()
-            .enumerate()
-            .map(|(i, w)| match self.scales[channels.of(i)] {
-                m if m > 0.0 => w / m,
-                _ => 0.0,
-            })
-            .collect()
-    }
-
     /// The quantized weights for the learned `clv` and `calpha` (no straight-through part).
     pub fn quantized(&self, learned: &Learned) -> Result<Vec<f32>> {
         let channels = self.channels()?;
-        Ok(self
-            .normalized(channels)
+        Ok(divide_channels(&self.weight, &self.scales, channels)
             .iter()
             .zip(&learned.clv)
             .enumerate()
@@ -351,13 +338,14 @@ struct Prepared {
 /// Learns `clv` and `calpha` of `layers` (all in `block`, a model of one block), and the step
 /// sizes of the block's activation quantizers (initializers named `*.act_scale`), so that the
 /// block maps `inputs` to `targets`. Returns what was learned, in `layers` order, and the
-/// learned step sizes by initializer name.
+/// learned step sizes by initializer name. `device` is `settings.backend`'s, already checked.
 pub fn reconstruct_block(
     block: &Model,
     layers: &[&LayerQuantizer],
     inputs: &Samples,
     targets: &Samples,
     settings: &Settings,
+    device: &Device,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<BlockLearned> {
     let plan = Plan::from_model(block)?;
@@ -367,7 +355,7 @@ pub fn reconstruct_block(
         .first()
         .map(|s| s.to_string())
         .ok_or_else(|| EngineError::Graph("the block has no output".to_string()))?;
-    let ad = settings.backend.device()?.autodiff();
+    let ad = device.clone().autodiff();
     let mut engine = Engine::new(plan, &ad)?;
 
     let flat = |v: Vec<f32>| {
@@ -378,7 +366,7 @@ pub fn reconstruct_block(
         .iter()
         .map(|l| {
             let channels = l.channels()?;
-            let normalized = l.normalized(channels);
+            let normalized = divide_channels(&l.weight, &l.scales, channels);
             let sign: Vec<f32> = l
                 .weight
                 .iter()
@@ -584,6 +572,7 @@ pub fn reconstruct_model(
             &inputs,
             &targets,
             &block_settings,
+            &device,
             |step, loss| {
                 on_progress(Progress {
                     block: bi,
