@@ -11,11 +11,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use subsetq_data::LabelSource;
+use subsetq_pipeline::data::{calibration, load_data, PreprocessOverrides};
+use subsetq_pipeline::eval::{Agreement, Outputs, Runner, Scores};
+use subsetq_pipeline::progress::Bar;
+use subsetq_pipeline::write::write_json;
+use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer};
 
-use crate::analysis::{Granularity, SearchOptions};
-use crate::eval::{load_data, Agreement, Outputs, PreprocessArgs, Runner, Scores};
-use crate::quantize::{quantize_model, QuantizerArg, ReconArgs};
-use crate::{load_model, output, CommonArgs};
+use crate::flags::ReconArgs;
+use crate::{load_model, CommonArgs};
 
 /// A benchmark model: where it and its data live (relative to `--root`), and how it is scored.
 struct BenchModel {
@@ -76,7 +79,7 @@ pub struct BenchAccuracyArgs {
         value_delimiter = ',',
         default_value = "sq,uniform-mse,pot,apot,uniform"
     )]
-    quantizers: Vec<QuantizerArg>,
+    quantizers: Vec<Quantizer>,
     /// Quantizers that also get a row with block reconstruction ("+recon"), comma separated;
     /// empty for none.
     #[arg(
@@ -85,7 +88,7 @@ pub struct BenchAccuracyArgs {
         value_delimiter = ',',
         default_value = "sq,uniform-mse"
     )]
-    recon: Vec<QuantizerArg>,
+    recon: Vec<Quantizer>,
     /// Weight-scale granularities, comma separated: each repeats every row ("/ch" marks
     /// per-channel scales).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "channel")]
@@ -158,11 +161,11 @@ pub fn run(args: &BenchAccuracyArgs) -> Result<()> {
         let doc = serde_json::json!({
             "first_last_bits": args.common.first_last_bits,
             "uset": args.common.uset,
-            "method": format!("{:?}", args.common.method).to_lowercase(),
+            "method": args.common.method.name(),
             "cells": cells,
             "total_seconds": total_seconds,
         });
-        output::write_json_atomically(path, &doc)?;
+        write_json(path, &doc)?;
     }
     Ok(())
 }
@@ -185,19 +188,20 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     };
     missing(&model_path)?;
     missing(&data_path)?;
-    let pre = PreprocessArgs::default().resolve(&model_path)?;
+    let model = load_model(&model_path)?;
+    let pre = PreprocessOverrides::default().resolve(&model_path, Some(&model))?;
     let labels = match m.metric {
         Metric::Top1 => LabelSource::Auto,
         Metric::Fp32Agreement => LabelSource::FileName,
     };
-    let data = load_data(&data_path, &pre, labels, args.limit)?;
-    let model = load_model(&model_path)?;
+    let mut bar = Bar::new();
+    let data = load_data(&data_path, &pre, labels, args.limit, &mut |p| bar.update(p))?;
     let batch = 100;
 
     let started = Instant::now();
     let fp32 = Runner::new(&model, &pre)
         .with_context(|| model_path.display().to_string())?
-        .outputs(&data, batch, "FP32")?;
+        .outputs(&data, batch, "FP32", &mut |p| bar.update(p))?;
     let fp32_cell = cell(
         m,
         "fp32".to_string(),
@@ -209,34 +213,38 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
         started,
     )?;
     let mut cells = vec![fp32_cell];
+    let recon_options = args.recon_settings.options();
     let calibration = if args.recon.is_empty() {
         None
     } else {
-        Some(
-            args.recon_settings
-                .samples(&args.root.join(m.calib), &model_path)?,
-        )
+        Some(calibration(
+            &args.root.join(m.calib),
+            &pre,
+            recon_options.calib_size,
+            &mut |p| bar.update(p),
+        )?)
     };
+    let source = model_path.display().to_string();
     for &bits in &args.bits {
-        let settings = args.recon_settings.settings(bits);
         for (granularity, q, recon, abits) in runs(args) {
-            let opts = SearchOptions {
-                granularity,
-                ..args.common.options(bits)?
+            let opts = QuantizeOptions {
+                search: args.common.options(bits, granularity)?,
+                quantizer: q,
+                recon: recon_options.clone(),
+                abits,
+                preprocess: Some(pre.clone()),
             };
             let name = row_name(granularity, q, recon, abits);
             let t0 = Instant::now();
-            let calib = calibration
-                .as_ref()
-                .filter(|_| recon)
-                .map(|c| (c, &settings));
-            let quantized = quantize_model(&model, &model_path, &opts, q, calib, abits)?;
+            let calib = calibration.as_ref().filter(|_| recon);
+            let quantized = quantize(&model, &source, &opts, calib, &mut |p| bar.update(p))?;
             let quantize_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let out = Runner::new(&quantized.model, &pre)?.outputs(
                 &data,
                 batch,
                 &format!("{name} W{bits}"),
+                &mut |p| bar.update(p),
             )?;
             cells.push(cell(
                 m,
@@ -255,7 +263,7 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
 
 /// The quantizations of one bit width, in table order: `(granularity, quantizer,
 /// reconstruction, activation bits)`.
-fn runs(args: &BenchAccuracyArgs) -> Vec<(Granularity, QuantizerArg, bool, Option<u32>)> {
+fn runs(args: &BenchAccuracyArgs) -> Vec<(Granularity, Quantizer, bool, Option<u32>)> {
     let mut runs = Vec::new();
     for &g in &args.granularity {
         runs.extend(args.quantizers.iter().map(|&q| (g, q, false, None)));
@@ -267,7 +275,7 @@ fn runs(args: &BenchAccuracyArgs) -> Vec<(Granularity, QuantizerArg, bool, Optio
     runs
 }
 
-fn row_name(granularity: Granularity, q: QuantizerArg, recon: bool, abits: Option<u32>) -> String {
+fn row_name(granularity: Granularity, q: Quantizer, recon: bool, abits: Option<u32>) -> String {
     let mut name = q.name().to_string();
     if granularity == Granularity::Channel {
         name.push_str("/ch");

@@ -10,7 +10,10 @@ use subsetq_core::{
     candidates, levels_for_bits, normalize, search_prepared, Magnitudes, Method, UniversalSet,
 };
 
-use crate::{load_layers, output, progress};
+use subsetq_pipeline::write::{refuse_to_overwrite_input, write_json};
+use subsetq_pipeline::{policy, weight_layers};
+
+use crate::load_model;
 
 #[derive(clap::Args)]
 pub struct BenchSearchArgs {
@@ -68,11 +71,12 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
         anyhow::bail!("--sample must be at least 1");
     }
     if let Some(json) = &args.json {
-        output::refuse_to_overwrite_input(json, &args.model)?;
+        refuse_to_overwrite_input(json, &args.model)?;
     }
-    let layers: Vec<Prepared> = load_layers(&args.model)?
+    let model = load_model(&args.model)?;
+    let layers: Vec<Prepared> = weight_layers(&model, &args.model.display().to_string())?
         .into_iter()
-        .filter(|l| !(l.role.is_first() || l.role.is_last()))
+        .filter(|l| !policy::keeps_high_precision(l.role))
         .map(|l| Prepared {
             name: l.name,
             x: l.data,
@@ -197,7 +201,19 @@ pub fn run(args: &BenchSearchArgs) -> Result<()> {
             "dp_not_worse_layers": dp_not_worse,
             "mean_dp_over_fast_error": dp_ratio,
         });
-        output::write_json_atomically(path, &doc)?;
+        write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// A counter on stderr for the benchmark's loops (some of them parallel).
+fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_string());
+    bar
 }

@@ -3,9 +3,9 @@
 //! Every error is one line on stderr and exit code 2; nothing is written unless the work is done.
 
 mod accuracy;
-mod analysis;
 mod bench;
 mod eval;
+mod flags;
 mod output;
 mod quantize;
 
@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use subsetq_core::{Method, UniversalSet};
-
-use analysis::{analyze_layer, Granularity, SearchOptions};
+use subsetq_pipeline::progress::Bar;
+use subsetq_pipeline::search::{compare, search_model};
+use subsetq_pipeline::write::{refuse_to_overwrite_input, write_json};
+use subsetq_pipeline::{Granularity, SearchOptions};
 
 #[derive(Parser)]
 #[command(
@@ -82,13 +83,14 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn options(&self, bits: u32) -> Result<SearchOptions> {
+    /// The search options at `bits` with `granularity`.
+    fn options(&self, bits: u32, granularity: Granularity) -> Result<SearchOptions> {
         Ok(SearchOptions {
             bits,
             first_last_bits: self.first_last_bits,
             uset: UniversalSet::parse(&self.uset)?,
             method: self.method,
-            granularity: Granularity::Tensor,
+            granularity,
         })
     }
 }
@@ -113,75 +115,28 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line, leaving out a cause its parent already quotes.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
+    subsetq_pipeline::one_line(e.as_ref())
 }
 
 /// Loads a model.
 pub fn load_model(path: &Path) -> Result<subsetq_onnx::Model> {
-    Ok(subsetq_onnx::load(path)?)
-}
-
-/// A model's weight layers, refusing models with none.
-pub fn weight_layers(
-    model: &subsetq_onnx::Model,
-    path: &Path,
-) -> Result<Vec<subsetq_onnx::WeightLayer>> {
-    let layers = model
-        .weight_layers()
-        .with_context(|| format!("{}", path.display()))?;
-    if layers.is_empty() {
-        bail!(
-            "{}: no Conv / Gemm / MatMul layer with an initializer weight",
-            path.display()
-        );
-    }
-    Ok(layers)
-}
-
-/// Loads a model and lists its weight layers, refusing models with none.
-pub fn load_layers(path: &Path) -> Result<Vec<subsetq_onnx::WeightLayer>> {
-    weight_layers(&load_model(path)?, path)
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(what.to_string());
-    bar
+    Ok(subsetq_pipeline::load_model(path)?)
 }
 
 fn run_search(args: &SearchArgs) -> Result<()> {
-    let opts = args.common.options(args.bits)?;
+    let opts = args.common.options(args.bits, Granularity::Tensor)?;
     if let Some(json) = &args.json {
-        output::refuse_to_overwrite_input(json, &args.model)?;
+        refuse_to_overwrite_input(json, &args.model)?;
     }
     let started = Instant::now();
-    let layers = load_layers(&args.model)?;
-    let bar = progress(layers.len(), "search");
-    let mut reports = Vec::with_capacity(layers.len());
-    for layer in &layers {
-        bar.set_message(layer.name.clone());
-        reports.push(analyze_layer(layer, &opts)?);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let model = load_model(&args.model)?;
+    let mut bar = Bar::new();
+    let reports = search_model(&model, &args.model.display().to_string(), &opts, &mut |p| {
+        bar.update(p)
+    })?;
+    bar.finish();
     let total_seconds = started.elapsed().as_secs_f64();
-    let comparisons = analysis::compare(&reports);
+    let comparisons = compare(&reports);
     output::print_table(&reports, &comparisons, &opts, total_seconds);
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
@@ -190,13 +145,13 @@ fn run_search(args: &SearchArgs) -> Result<()> {
             "first_last_bits": opts.first_last_bits,
             "uset": opts.uset.spec(),
             "uset_points": opts.uset.sorted(),
-            "method": format!("{:?}", opts.method).to_lowercase(),
+            "method": opts.method.name(),
             "layers": reports,
             "comparisons": comparisons,
             "search_seconds": reports.iter().map(|r| r.search_seconds).sum::<f64>(),
             "total_seconds": total_seconds,
         });
-        output::write_json_atomically(path, &doc)?;
+        write_json(path, &doc)?;
     }
     Ok(())
 }

@@ -1,31 +1,7 @@
-//! Printing tables and writing files safely.
+//! Printing `subsetq search`'s table.
 
-use std::path::Path;
-
-use anyhow::{bail, Context, Result};
-
-use crate::analysis::{Comparison, LayerReport, SearchOptions};
-
-/// Refuses an output path that is the input file (inputs are never modified).
-pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (out.canonicalize(), input.canonicalize()) {
-        if a == b {
-            bail!(
-                "{} is the input model; refusing to overwrite it",
-                out.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes pretty JSON atomically: a reader never sees a half-written file.
-pub fn write_json_atomically(path: &Path, doc: &serde_json::Value) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(doc)?;
-    bytes.push(b'\n');
-    subsetq_onnx::write_atomically(path, &bytes)
-        .with_context(|| format!("writing {}", path.display()))
-}
+use subsetq_pipeline::search::{Comparison, LayerReport};
+use subsetq_pipeline::SearchOptions;
 
 fn short(name: &str, width: usize) -> String {
     if name.chars().count() <= width {

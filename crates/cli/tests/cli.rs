@@ -637,10 +637,10 @@ fn eval_refuses_bad_inputs_with_exit_code_2() {
         ),
         "garbage.onnx",
     );
-    // No preprocessing: no sidecar and no flags.
+    // No preprocessing: no sidecar, none in the model, and no flags.
     assert_refused(
         &subsetq(&["eval", good_s, "--data", data_s]),
-        "no preprocessing file",
+        "no preprocessing for",
     );
     assert_refused(&eval(good_s, data_s, &["--size", "3"]), "H,W");
     assert_refused(

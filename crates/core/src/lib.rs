@@ -34,7 +34,7 @@ pub use search::{
     candidates, divide_channels, fast_fit, normalize, normalize_channels, reference_fit, search,
     search_prepared, Channels, Fit, Method, SubsetChoice,
 };
-pub use uset::UniversalSet;
+pub use uset::{power_of_two_terms, UniversalSet};
 
 /// Everything in this crate that can fail, with the facts needed to act on it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

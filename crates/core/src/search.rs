@@ -32,6 +32,17 @@ pub enum Method {
     Dp,
 }
 
+impl Method {
+    /// The name [`FromStr`](std::str::FromStr) reads: `reference`, `fast` or `dp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reference => "reference",
+            Self::Fast => "fast",
+            Self::Dp => "dp",
+        }
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -139,6 +139,34 @@ impl std::fmt::Display for UniversalSet {
     }
 }
 
+/// The exponents of `v`'s binary expansion, largest first: `v = Σ 2^e`, when `v` is finite,
+/// ≥ 0 and a sum of at most `max_terms` powers of two (`0` is the empty sum). A level with
+/// `t` terms is `t` shifts and `t − 1` adds in hardware; `None` means it needs a multiplier.
+pub fn power_of_two_terms(v: f64, max_terms: usize) -> Option<Vec<i32>> {
+    if !v.is_finite() || v < 0.0 {
+        return None;
+    }
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1u64 << 52) - 1);
+    // v = mantissa · 2^shift exactly.
+    let (mantissa, shift) = if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1u64 << 52), biased - 1075)
+    };
+    if mantissa.count_ones() as usize > max_terms {
+        return None;
+    }
+    Some(
+        (0..53)
+            .rev()
+            .filter(|k| mantissa >> k & 1 == 1)
+            .map(|k| k + shift)
+            .collect(),
+    )
+}
+
 type Terms = Vec<Vec<Option<i32>>>;
 
 fn parse_exponent(s: &str) -> std::result::Result<i32, String> {
@@ -208,6 +236,20 @@ fn parse_sums(s: &str) -> std::result::Result<Terms, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_paper_point_is_a_sum_of_two_powers_of_two() {
+        for &p in UniversalSet::paper().sorted() {
+            let terms = power_of_two_terms(p, 2).expect("two terms");
+            assert_eq!(terms.iter().map(|&e| 2f64.powi(e)).sum::<f64>(), p);
+        }
+        assert_eq!(power_of_two_terms(0.625, 2), Some(vec![-1, -3]));
+        assert_eq!(power_of_two_terms(0.0, 2), Some(vec![]));
+        assert_eq!(power_of_two_terms(1.0 / 7.0, 4), None);
+        assert_eq!(power_of_two_terms(0.875, 2), None);
+        assert_eq!(power_of_two_terms(-0.5, 2), None);
+        assert_eq!(power_of_two_terms(f64::NAN, 2), None);
+    }
 
     #[test]
     fn paper_set_has_the_papers_15_points_in_its_order() {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 
@@ -191,6 +191,41 @@ impl Preprocess {
         raw.into_preprocess()
     }
 
+    /// The settings as sidecar JSON (schema `subsetq-preprocess/1`), which
+    /// [`Preprocess::from_sidecar_str`] reads back to equal settings.
+    pub fn to_sidecar_string(&self) -> String {
+        let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let raw = RawSidecar {
+            schema: SIDECAR_SCHEMA.to_string(),
+            input: self.input.clone(),
+            output: self.output.clone(),
+            layout: "NCHW".to_string(),
+            color: match self.color {
+                Color::Gray => "GRAY",
+                Color::Rgb => "RGB",
+            }
+            .to_string(),
+            channels: self.channels(),
+            resize: self.resize.map(|r| RawResize {
+                shorter_side: r.shorter_side,
+                filter: "bilinear".to_string(),
+                antialias: r.antialias,
+            }),
+            crop: self.crop.map(|size| RawCrop {
+                mode: "center".to_string(),
+                size,
+            }),
+            size: self.size,
+            scale: f64::from(self.scale),
+            mean: to_f64(&self.mean),
+            std: to_f64(&self.std),
+            num_classes: self.num_classes,
+        };
+        let mut text = serde_json::to_string_pretty(&raw).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
     /// Check that the settings are consistent (channel counts, positive sizes, finite
     /// numbers, non-zero std).
     pub fn validate(&self) -> Result<()> {
@@ -242,26 +277,28 @@ impl Preprocess {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawSidecar {
     #[allow(dead_code)]
     schema: String,
-    input: String,
-    output: String,
+    // Optional so that preprocessing built from flags (no names, any size) can be written
+    // and read back; the asset script always writes them.
+    input: Option<String>,
+    output: Option<String>,
     layout: String,
     color: String,
     channels: usize,
     resize: Option<RawResize>,
     crop: Option<RawCrop>,
-    size: [usize; 2],
+    size: Option<[usize; 2]>,
     scale: f64,
     mean: Vec<f64>,
     std: Vec<f64>,
-    num_classes: usize,
+    num_classes: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawResize {
     shorter_side: u32,
@@ -269,7 +306,7 @@ struct RawResize {
     antialias: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawCrop {
     mode: String,
@@ -322,7 +359,7 @@ impl RawSidecar {
                 Some(c.size)
             }
         };
-        if self.input.is_empty() || self.output.is_empty() {
+        if self.input.as_deref() == Some("") || self.output.as_deref() == Some("") {
             return Err("input and output names must not be empty".into());
         }
         let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -330,13 +367,13 @@ impl RawSidecar {
             color,
             resize,
             crop,
-            size: Some(self.size),
+            size: self.size,
             scale: self.scale as f32,
             mean: to_f32(&self.mean),
             std: to_f32(&self.std),
-            input: Some(self.input),
-            output: Some(self.output),
-            num_classes: Some(self.num_classes),
+            input: self.input,
+            output: self.output,
+            num_classes: self.num_classes,
         };
         pre.check()?;
         Ok(pre)
@@ -371,6 +408,17 @@ mod tests {
         assert_eq!(p.mean, vec![127.0; 3]);
         assert_eq!(p.num_classes, Some(1000));
         assert_eq!(p.output.as_deref(), Some("logits"));
+    }
+
+    #[test]
+    fn sidecar_text_reads_back_to_the_same_settings() {
+        let effnet = Preprocess::from_sidecar_str(EFFNET).unwrap();
+        // From flags: no names, no fixed size, an f32 scale that is not a short decimal.
+        let flags = Preprocess::new(Color::Gray).with_normalize(1.0 / 255.0, &[0.286], &[0.353]);
+        for p in [effnet, flags] {
+            let text = p.to_sidecar_string();
+            assert_eq!(Preprocess::from_sidecar_str(&text).unwrap(), p, "{text}");
+        }
     }
 
     fn err_of(edit: impl Fn(&mut serde_json::Value)) -> String {

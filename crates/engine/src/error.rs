@@ -19,7 +19,7 @@ pub enum EngineError {
     #[error(
         "node {node}: unsupported operator {op}{more}; supported: {supported}",
         more = more_suffix(*.others),
-        supported = crate::ops::supported_ops().join(", ")
+        supported = .supported.join(", ")
     )]
     Unsupported {
         /// The first node (in graph order) with an unsupported operator.
@@ -28,6 +28,9 @@ pub enum EngineError {
         op: String,
         /// How many further nodes are unsupported.
         others: usize,
+        /// The operators the engine does implement, for the message (filled by the planner, so
+        /// that errors need not know the operator registry).
+        supported: Vec<&'static str>,
     },
 
     /// A node is malformed or uses a feature of its operator that is not

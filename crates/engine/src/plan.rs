@@ -205,6 +205,7 @@ impl Plan {
                 node: node.clone(),
                 op: op.clone(),
                 others: unsupported.len() - 1,
+                supported: ops::supported_ops(),
             });
         }
 

@@ -397,6 +397,15 @@ fn unsupported_operator_is_reported_before_any_work() {
     );
     assert!(msg.contains("1 more"), "{msg}");
     assert!(msg.contains("Conv"), "lists the supported operators: {msg}");
+    // The whole message, to the letter: the CLI's tests and users' scripts read it.
+    let supported = subsetq_engine::supported_ops().join(", ");
+    assert_eq!(
+        msg,
+        format!(
+            "node leaky: unsupported operator LeakyRelu (and 1 more unsupported node); \
+             supported: {supported}"
+        )
+    );
 
     let mut m = small_net();
     m.proto.graph.as_mut().expect("graph").node[0].domain = Some("com.microsoft".into());

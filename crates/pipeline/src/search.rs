@@ -1,49 +1,28 @@
-//! Per-layer search: SQ next to the baselines on the same bits, one report row per layer.
+//! Per-layer search: the codebook a layer gets ([`choose`]), and SQ next to the baselines on
+//! the same bits with the Lloyd-Max floor ([`analyze_layer`]), one report row per layer.
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 use subsetq_core::baselines::{lloyd_max, per_channel_error, Baseline};
 use subsetq_core::{
-    levels_for_bits, normalize, normalize_channels, search_prepared, Channels, Codebook,
-    Magnitudes, Method, UniversalSet,
+    levels_for_bits, normalize, normalize_channels, search_prepared, Channels, Codebook, Magnitudes,
 };
-use subsetq_onnx::WeightLayer;
+use subsetq_onnx::{Model, WeightLayer};
 
-/// What to search and how.
-pub struct SearchOptions {
-    pub bits: u32,
-    pub first_last_bits: u32,
-    pub uset: UniversalSet,
-    pub method: Method,
-    pub granularity: Granularity,
-}
-
-/// What a layer's weights are divided by before its codebook is fitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Granularity {
-    /// One scale per layer, max|w| (the paper).
-    Tensor,
-    /// One scale per output channel, that channel's max|w|; one codebook (subset and α) per
-    /// layer, fitted to all channels' normalised weights together.
-    Channel,
-}
-
-impl Granularity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Tensor => "tensor",
-            Self::Channel => "channel",
-        }
-    }
-}
+use crate::error::{Context, Result};
+use crate::options::{Granularity, Quantizer, SearchOptions};
+use crate::progress::{report, OnProgress};
+use crate::{policy, weight_layers};
 
 /// One baseline's error, per tensor and per output channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineError {
+    /// The baseline's name.
     pub name: &'static str,
+    /// Its error with one scale for the layer.
     pub per_tensor: f64,
+    /// Its error with one scale per output channel.
     pub per_channel: f64,
 }
 
@@ -52,15 +31,23 @@ pub struct BaselineError {
 pub struct LayerReport {
     /// The weight initializer's name.
     pub name: String,
+    /// The node that uses it.
     pub node: String,
+    /// `Conv`, `Gemm` or `MatMul`.
     pub op_type: String,
+    /// The weight's shape.
     pub shape: Vec<usize>,
+    /// Number of weights.
     pub numel: usize,
+    /// `first`, `middle`, `last` or `only`.
     pub role: &'static str,
+    /// Bits of the layer's codes.
     pub bits: u32,
     /// "sq" for searched layers, "uniform" for first / last layers kept at higher precision.
     pub quantizer: &'static str,
+    /// The chosen magnitudes (normalised, ascending).
     pub subset: Vec<f64>,
+    /// The fitted scale α.
     pub alpha: f64,
     /// ‖|x| − |Q(x)|‖₂ on x = w / max|w|.
     pub l2_error: f64,
@@ -75,40 +62,40 @@ pub struct LayerReport {
     /// Subsets the search considered, and how many it fitted to the end (the others were
     /// proved unable to win).
     pub candidates: usize,
+    /// Subsets fitted to the end.
     pub fitted: usize,
 }
 
 impl LayerReport {
+    /// The error of the baseline called `name`.
     pub fn baseline(&self, name: &str) -> Option<&BaselineError> {
         self.baselines.iter().find(|b| b.name == name)
     }
 }
 
-fn role_name(layer: &WeightLayer) -> &'static str {
-    match (layer.role.is_first(), layer.role.is_last()) {
-        (true, true) => "only",
-        (true, false) => "first",
-        (false, true) => "last",
-        (false, false) => "middle",
-    }
-}
-
 /// What a layer is quantized with, and everything needed to report on it.
 pub struct Choice {
+    /// Bits of the layer's codes.
     pub bits: u32,
     /// "sq", or a baseline's name; first / last layers are "uniform".
     pub quantizer: &'static str,
+    /// The magnitudes and α.
     pub codebook: Codebook,
     /// max|w| of the layer.
     pub scale: f32,
     /// max|w| of each output channel's normaliser (all `scale` for per-tensor scales).
     pub channel_scales: Vec<f32>,
+    /// How the weights split into output channels.
     pub channels: Channels,
     /// x = w / its normaliser.
     pub x: Vec<f32>,
+    /// |x|, sorted with prefix sums.
     pub magnitudes: Magnitudes,
+    /// Subsets the search considered.
     pub candidates: usize,
+    /// Subsets fitted to the end.
     pub fitted: usize,
+    /// Seconds the fit took.
     pub seconds: f64,
 }
 
@@ -139,45 +126,37 @@ impl Choice {
     }
 }
 
-/// Chooses one layer's codebook: first / last layers uniform at `first_last_bits`, the others
-/// SQ (or the baseline `baseline`, when given) at `bits`.
-pub fn choose(
-    layer: &WeightLayer,
-    opts: &SearchOptions,
-    baseline: Option<Baseline>,
-) -> Result<Choice> {
-    let keep_uniform = layer.role.is_first() || layer.role.is_last();
-    let bits = if keep_uniform {
-        opts.first_last_bits
-    } else {
-        opts.bits
-    };
+/// Chooses one layer's codebook: first / last layers uniform at `first_last_bits` (see
+/// [`policy`]), the others `quantizer` at `bits`.
+pub fn choose(layer: &WeightLayer, opts: &SearchOptions, quantizer: Quantizer) -> Result<Choice> {
+    let keep_uniform = policy::keeps_high_precision(layer.role);
+    let bits = policy::weight_bits(layer.role, opts.bits, opts.first_last_bits);
     let what = || format!("layer {} (node {})", layer.name, layer.node);
     let channels =
-        Channels::new(&layer.shape, layer.out_axis, layer.data.len()).with_context(what)?;
+        Channels::new(&layer.shape, layer.out_axis, layer.data.len()).context_with(what)?;
     let (channel_scales, x) = match opts.granularity {
         Granularity::Tensor => {
-            let (scale, x) = normalize(&layer.data).with_context(what)?;
+            let (scale, x) = normalize(&layer.data).context_with(what)?;
             (vec![scale; channels.count], x)
         }
-        Granularity::Channel => normalize_channels(&layer.data, channels).with_context(what)?,
+        Granularity::Channel => normalize_channels(&layer.data, channels).context_with(what)?,
     };
     let scale = channel_scales.iter().fold(0f32, |m, v| m.max(*v));
     let magnitudes = Magnitudes::new(&x);
     let started = Instant::now();
-    let (quantizer, codebook, candidates, fitted) = match (keep_uniform, baseline) {
+    let (quantizer, codebook, candidates, fitted) = match (keep_uniform, quantizer.baseline()) {
         (true, _) => (
             "uniform",
             Baseline::UniformMinMax
                 .fit(&magnitudes, bits)
-                .with_context(what)?,
+                .context_with(what)?,
             0,
             0,
         ),
-        (false, Some(b)) => (b.name(), b.fit(&magnitudes, bits).with_context(what)?, 0, 0),
+        (false, Some(b)) => (b.name(), b.fit(&magnitudes, bits).context_with(what)?, 0, 0),
         (false, None) => {
             let c = search_prepared(&x, &magnitudes, &opts.uset, bits, opts.method)
-                .with_context(what)?;
+                .context_with(what)?;
             ("sq", c.codebook(), c.candidates, c.fitted)
         }
     };
@@ -210,16 +189,16 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         fitted,
         seconds: search_seconds,
         ..
-    } = choose(layer, opts, None)?;
+    } = choose(layer, opts, Quantizer::Sq)?;
     let l2_error = chosen.l2_error(&m);
     let mut baselines = Vec::new();
     let mut fitted_baselines = Vec::new();
     for b in Baseline::ALL {
-        let cb = b.fit(&m, bits).with_context(what)?;
+        let cb = b.fit(&m, bits).context_with(what)?;
         let per_tensor = cb.l2_error(&m);
         fitted_baselines.push(cb);
         let per_channel =
-            per_channel_error(&x, &layer.shape, layer.out_axis, b, bits).with_context(what)?;
+            per_channel_error(&x, &layer.shape, layer.out_axis, b, bits).context_with(what)?;
         baselines.push(BaselineError {
             name: b.name(),
             per_tensor,
@@ -235,7 +214,7 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
         op_type: layer.op_type.clone(),
         shape: layer.shape.clone(),
         numel: layer.data.len(),
-        role: role_name(layer),
+        role: policy::role_name(layer.role),
         bits,
         quantizer,
         subset: chosen.levels.clone(),
@@ -250,10 +229,30 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
     })
 }
 
+/// Searches every weight layer of `model` (as it is: batch norms not folded) and measures the
+/// baselines on it, reporting progress as stage `search`. `source` names the model in errors.
+pub fn search_model(
+    model: &Model,
+    source: &str,
+    opts: &SearchOptions,
+    on_progress: OnProgress,
+) -> Result<Vec<LayerReport>> {
+    let layers = weight_layers(model, source)?;
+    let mut reports = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        report(on_progress, "search", i, layers.len(), &layer.name);
+        reports.push(analyze_layer(layer, opts)?);
+    }
+    report(on_progress, "search", layers.len(), layers.len(), "");
+    Ok(reports)
+}
+
 /// How SQ compares with one baseline over the searched layers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The baseline's name.
     pub baseline: &'static str,
+    /// Layers compared (the SQ layers).
     pub layers: usize,
     /// Layers where SQ's error is strictly lower than the baseline's per-tensor error.
     pub sq_wins: usize,

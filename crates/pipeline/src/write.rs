@@ -1,0 +1,62 @@
+//! Writing results: never over an input, never half-written.
+
+use std::path::Path;
+
+use subsetq_data::Preprocess;
+
+use crate::data::PREPROCESS_METADATA_KEY;
+use crate::error::{PipelineError, Result};
+use crate::QuantizedModel;
+
+/// Refuses an output path that is the input file (inputs are never modified).
+pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (out.canonicalize(), input.canonicalize()) {
+        if a == b {
+            return Err(PipelineError::invalid(format!(
+                "{} is the input model; refusing to overwrite it",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` atomically: a reader never sees a half-written file.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    subsetq_onnx::write_atomically(path, bytes).map_err(|source| PipelineError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes pretty JSON atomically.
+pub fn write_json(path: &Path, doc: &impl serde::Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(doc)
+        .map_err(|e| PipelineError::invalid(format!("{}: {e}", path.display())))?;
+    bytes.push(b'\n');
+    write_bytes(path, &bytes)
+}
+
+impl QuantizedModel {
+    /// Puts the preprocessing the model was calibrated with (and is evaluated with) into its
+    /// metadata, so that it travels with the model.
+    pub fn set_preprocess(&mut self, pre: &Preprocess) {
+        self.model
+            .set_metadata(PREPROCESS_METADATA_KEY, &pre.to_sidecar_string());
+    }
+
+    /// The model's bytes, as [`QuantizedModel::save`] writes them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.model.to_bytes()
+    }
+
+    /// Writes the model to `path` and, when it carries its preprocessing, the sidecar beside
+    /// it (`OUT.preprocess.json`), both atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_bytes(path, &self.to_bytes())?;
+        if let Some(text) = self.model.metadata(PREPROCESS_METADATA_KEY) {
+            write_bytes(&Preprocess::sidecar_path(path), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
