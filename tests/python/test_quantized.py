@@ -55,22 +55,24 @@ def test_quantized_mnist_cnn_runs_in_onnxruntime_and_keeps_accuracy(tmp_path, bi
 
     model = onnx.load(str(path))
     record = json.loads({p.key: p.value for p in model.metadata_props}["subsetq"])
-    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for layer in record["layers"]:
-        assert on_codebook(weights[layer["name"]], layer), layer["name"]
+        # Compact form: b-bit codes (UINT4 at <= 4 bits), a 2^b-entry table, channel scales.
+        name, bits = layer["name"], layer["bits"]
+        assert name not in init, f"{name} is stored as floats"
+        codes, table, scales = (init[f"{name}.{part}"] for part in ("codes", "table", "scales"))
+        assert str(codes.dtype) == ("uint4" if bits <= 4 else "uint8"), (name, codes.dtype)
+        codes = codes.astype(np.int64)
+        assert int(codes.max()) < 2**bits, name
+        assert len(table) == 2**bits, name
+        assert np.array_equal(table[: 2 ** (bits - 1)], -table[2 ** (bits - 1) :]), name
+        w = table[codes].reshape(init[f"{name}.shape"]) * scales
+        assert on_codebook(w, scales, bits), name
 
 
-def on_codebook(w: np.ndarray, layer: dict) -> bool:
-    """At most 2^(bits-1) nonzero magnitudes: in the whole layer, or, with per-channel scales
-    (`calpha` in the record), in each output channel."""
-    k = 2 ** (layer["bits"] - 1)
-    calpha = layer.get("calpha")
-    if calpha is None:
-        magnitudes = np.unique(np.abs(w))
-        return len(magnitudes[magnitudes > 0]) <= k
-    # The output-channel axis is one whose length is the number of channel scales.
-    for axis in [a for a in range(w.ndim) if w.shape[a] == len(calpha)]:
-        rows = np.moveaxis(np.abs(w), axis, 0).reshape(len(calpha), -1)
-        if all(len(np.unique(row[row > 0])) <= k for row in rows):
-            return True
-    return False
+def on_codebook(w: np.ndarray, scales: np.ndarray, bits: int) -> bool:
+    """At most 2^(bits-1) nonzero magnitudes in each output channel (the axis of the scales)."""
+    k = 2 ** (bits - 1)
+    axis = int(np.argmax(scales.shape))
+    rows = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
+    return all(len(np.unique(row[row > 0])) <= k for row in rows)

@@ -15,7 +15,7 @@ use subsetq_pipeline::data::{calibration, load_data, PreprocessOverrides};
 use subsetq_pipeline::eval::{Agreement, Outputs, Runner, Scores};
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::write_json;
-use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer};
+use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer, WeightForm};
 
 use crate::flags::ReconArgs;
 use crate::{load_model, CommonArgs};
@@ -233,6 +233,7 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
                 recon: recon_options.clone(),
                 abits,
                 preprocess: Some(pre.clone()),
+                weights: WeightForm::Float,
             };
             let name = row_name(granularity, q, recon, abits);
             let t0 = Instant::now();

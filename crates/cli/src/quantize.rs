@@ -6,7 +6,7 @@ use anyhow::Result;
 use subsetq_pipeline::data::calibration;
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::refuse_to_overwrite_input;
-use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer};
+use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer, WeightForm};
 
 use crate::flags::{PreprocessArgs, ReconArgs};
 use crate::{load_model, CommonArgs};
@@ -40,6 +40,10 @@ pub struct QuantizeArgs {
     /// reconstruction. Default: weights only, as in the paper. Needs --calib.
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
     abits: Option<u32>,
+    /// How the output stores the quantized weights: codes (b-bit codes, a table and channel
+    /// scales, decoded by standard operators: the small model) or float (float32 values).
+    #[arg(long, value_enum, default_value_t = WeightForm::Codes)]
+    weights: WeightForm,
     #[command(flatten)]
     recon: ReconArgs,
     #[command(flatten)]
@@ -53,6 +57,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         recon: args.recon.options(),
         abits: args.abits,
         preprocess: None,
+        weights: args.weights,
     };
     opts.check(args.calib.is_some())?;
     refuse_to_overwrite_input(&args.output, &args.model)?;

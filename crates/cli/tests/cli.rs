@@ -345,6 +345,10 @@ fn quantize_writes_a_model_whose_weights_are_on_the_recorded_codebooks() {
         out_path.to_str().unwrap(),
         "--bits",
         "3",
+        // The float form: the weights are initializers (the codes form is checked in
+        // crates/pipeline/tests/record.rs and by onnxruntime in tests/onnxruntime.rs).
+        "--weights",
+        "float",
         // One scale per layer: every weight is exactly ±scale·α·level (per-channel scales are
         // checked in tests/reconstruct.rs).
         "--granularity",

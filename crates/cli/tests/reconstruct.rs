@@ -20,6 +20,9 @@ fn quantize(model: &Path, calib: &Path, out: &Path, seed: &str, granularity: &st
         out.to_str().unwrap(),
         "--bits",
         "2",
+        // Float weights, so that their values can be checked against the record.
+        "--weights",
+        "float",
         "--calib",
         calib.to_str().unwrap(),
         "--calib-size",

@@ -177,6 +177,9 @@ impl Plan {
     /// non-constant shape / pads / clip bounds, values used before they are
     /// produced. No tensor is computed.
     pub fn from_model(model: &Model) -> Result<Plan> {
+        // Weights in compact form (codes, table, scales) become float constants first.
+        let folded = model.fold_constants()?;
+        let model = &folded;
         let graph = model.graph()?;
         let opset = model.opset().ok_or_else(|| {
             EngineError::Graph("the model imports no default-domain (ai.onnx) opset".to_string())

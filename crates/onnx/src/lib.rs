@@ -43,6 +43,7 @@
 
 mod actquant;
 mod blocks;
+mod compact;
 mod fold;
 mod layers;
 mod tensor;
@@ -56,6 +57,7 @@ use prost::Message;
 
 pub use actquant::activation_scale_name;
 pub use blocks::Block;
+pub use compact::{CompactWeight, UINT4_OPSET};
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};
 pub use tensor::{read_tensor, ConstData, ConstTensor};

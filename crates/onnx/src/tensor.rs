@@ -135,13 +135,54 @@ pub fn read_tensor(t: &TensorProto, name: &str) -> Result<ConstTensor> {
     } else if dt == DataType::Int32 as i32 {
         let v = elements.read("int32_data", &t.int32_data, i32::from_le_bytes)?;
         ConstData::I64(v.into_iter().map(i64::from).collect())
+    } else if dt == DataType::Uint8 as i32 {
+        // Typed data of 8-bit types is one element per int32_data entry.
+        let v = match t.raw_data.as_deref() {
+            Some(_) => elements.read("int32_data", &[], u8::from_le_bytes)?,
+            None => elements
+                .read("int32_data", &t.int32_data, i32::from_le_bytes)?
+                .into_iter()
+                .map(|x| u8::try_from(x).map_err(|_| err(format!("{x} is not a UINT8"))))
+                .collect::<Result<Vec<u8>>>()?,
+        };
+        ConstData::I64(v.into_iter().map(i64::from).collect())
+    } else if dt == DataType::Uint4 as i32 {
+        ConstData::I64(read_uint4(t, numel, &err)?)
     } else {
         return Err(err(format!(
-            "element type {} is not supported (FLOAT, DOUBLE, INT64 and INT32 are)",
+            "element type {} is not supported (FLOAT, DOUBLE, INT64, INT32, UINT8 and UINT4 are)",
             data_type_name(dt)
         )));
     };
     Ok(ConstTensor { shape, data })
+}
+
+/// UINT4 elements: two per byte, the first in the low nibble (`raw_data`, or the same bytes
+/// one per `int32_data` entry).
+fn read_uint4(
+    t: &TensorProto,
+    numel: usize,
+    err: &impl Fn(String) -> OnnxError,
+) -> Result<Vec<i64>> {
+    let packed: Vec<u8> = match t.raw_data.as_deref() {
+        Some(raw) if t.int32_data.is_empty() => raw.to_vec(),
+        Some(_) => return Err(err("both raw_data and int32_data are set".to_string())),
+        None => t
+            .int32_data
+            .iter()
+            .map(|&x| u8::try_from(x).map_err(|_| err(format!("{x} is not a packed UINT4 pair"))))
+            .collect::<Result<_>>()?,
+    };
+    if packed.len() != numel.div_ceil(2) {
+        return Err(err(format!(
+            "{} bytes of packed UINT4 data for {numel} elements (need {})",
+            packed.len(),
+            numel.div_ceil(2)
+        )));
+    }
+    Ok((0..numel)
+        .map(|i| i64::from((packed[i / 2] >> (4 * (i % 2))) & 0x0f))
+        .collect())
 }
 
 /// The element data of one tensor: `raw_data` (little-endian) or the typed

@@ -38,7 +38,9 @@ use std::path::Path;
 use subsetq_onnx::{Model, WeightLayer};
 
 pub use error::{one_line, Context, PipelineError, Result};
-pub use options::{Granularity, QuantizeOptions, Quantizer, ReconOptions, SearchOptions};
+pub use options::{
+    Granularity, QuantizeOptions, Quantizer, ReconOptions, SearchOptions, WeightForm,
+};
 pub use quantize::{quantize, QuantizedModel};
 pub use record::{QuantizedRecord, METADATA_KEY};
 pub use subsetq_engine::reconstruct::Samples;

@@ -139,6 +139,41 @@ impl SearchOptions {
     }
 }
 
+/// How the written model stores its quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum WeightForm {
+    /// The b-bit codes (UINT4 at ≤ 4 bits, UINT8 above), a signed table and per-channel
+    /// scales, decoded by standard operators: the small model.
+    Codes,
+    /// The quantized values as float32 initializers.
+    Float,
+}
+
+impl WeightForm {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Codes => "codes",
+            Self::Float => "float",
+        }
+    }
+}
+
+impl FromStr for WeightForm {
+    type Err = PipelineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "codes" => Ok(Self::Codes),
+            "float" => Ok(Self::Float),
+            _ => Err(PipelineError::invalid(format!(
+                "unknown weight form {s:?}; expected codes or float"
+            ))),
+        }
+    }
+}
+
 /// Block reconstruction settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconOptions {
@@ -199,6 +234,8 @@ pub struct QuantizeOptions {
     /// How the model's inputs are made from images: stored in the output's metadata, so that
     /// evaluation finds it (`None`: nothing stored).
     pub preprocess: Option<Preprocess>,
+    /// How the written model stores its weights.
+    pub weights: WeightForm,
 }
 
 impl QuantizeOptions {
@@ -210,6 +247,7 @@ impl QuantizeOptions {
             recon: ReconOptions::default(),
             abits: None,
             preprocess: None,
+            weights: WeightForm::Codes,
         }
     }
 

@@ -9,7 +9,7 @@ use subsetq_engine::{Backend, Engine, Plan};
 use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
 use crate::error::{Context, PipelineError, Result};
-use crate::options::{Granularity, QuantizeOptions};
+use crate::options::{Granularity, QuantizeOptions, WeightForm};
 use crate::progress::{report, OnProgress};
 use crate::record::{
     ActivationRecord, BlockRecord, LayerRecord, QuantizedRecord, ReconstructionRecord,
@@ -20,8 +20,11 @@ use crate::{policy, weight_layers};
 
 /// A quantized model and what was done to it.
 pub struct QuantizedModel {
-    /// The model with folded batch norms and quantized weights, the record in its metadata.
+    /// The model with folded batch norms and quantized weights as float32 initializers, the
+    /// record in its metadata (what engines run; see [`QuantizedModel::written`]).
     pub model: Model,
+    /// How [`QuantizedModel::save`] stores the weights.
+    pub weights: WeightForm,
     /// The record (also in `model`'s metadata).
     pub record: QuantizedRecord,
     /// Reconstructed blocks with their timings (empty without calibration data).
@@ -42,8 +45,10 @@ pub fn quantize(
 ) -> Result<QuantizedModel> {
     let search = &opts.search;
     opts.check(calib.is_some())?;
+    // Weights in compact form, or computed by constant nodes, become initializers first.
+    let model = model.fold_constants()?;
     let (float, fold) =
-        fold_batch_norm(model).context_with(|| format!("{source}: folding batch norms"))?;
+        fold_batch_norm(&model).context_with(|| format!("{source}: folding batch norms"))?;
     let mut model = float.clone();
     let layers = weight_layers(&model, source)?;
     let mut records = Vec::with_capacity(layers.len());
@@ -177,6 +182,7 @@ pub fn quantize(
     model.set_metadata(METADATA_KEY, &record.to_json()?);
     let mut quantized = QuantizedModel {
         model,
+        weights: opts.weights,
         record,
         blocks,
     };

@@ -79,6 +79,7 @@ pub struct LayerRecord {
     /// Axis of the output channels in `shape`.
     pub out_axis: usize,
     /// The exact per-output-channel multipliers m_c · calpha_c of the table.
+    #[serde(default)]
     pub channel_scales: Vec<f32>,
     /// Weights that are exactly 0 while 0 is not a level (their code decodes to the smallest
     /// level; see `zeros`).
@@ -182,6 +183,21 @@ impl QuantizedRecord {
     pub fn to_json(&self) -> Result<String> {
         let value = serde_json::to_value(self)
             .map_err(|e| PipelineError::invalid(format!("record: {e}")))?;
+        Ok(value.to_string())
+    }
+
+    /// The JSON stored in a model whose weights are in compact form: the per-channel arrays
+    /// (`calpha`, `channel_scales`) are left out, since the model's `<weight>.scales`
+    /// initializers hold them exactly.
+    pub fn to_json_for_codes(&self) -> Result<String> {
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| PipelineError::invalid(format!("record: {e}")))?;
+        if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
+            for layer in layers.iter_mut().filter_map(|l| l.as_object_mut()) {
+                layer.remove("calpha");
+                layer.remove("channel_scales");
+            }
+        }
         Ok(value.to_string())
     }
 

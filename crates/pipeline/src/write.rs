@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use subsetq_data::Preprocess;
+use subsetq_onnx::{CompactWeight, Model};
 
 use crate::data::PREPROCESS_METADATA_KEY;
 use crate::error::{PipelineError, Result};
-use crate::QuantizedModel;
+use crate::{QuantizedModel, WeightForm, METADATA_KEY};
 
 /// Refuses an output path that is the input file (inputs are never modified).
 pub fn refuse_to_overwrite_input(out: &Path, input: &Path) -> Result<()> {
@@ -45,15 +46,38 @@ impl QuantizedModel {
             .set_metadata(PREPROCESS_METADATA_KEY, &pre.to_sidecar_string());
     }
 
+    /// The model as written: with [`WeightForm::Codes`] every quantized weight in compact form
+    /// (codes, table, channel scales; decoded bit for bit to [`QuantizedModel::model`]'s
+    /// weights), else the float model itself.
+    pub fn written(&self) -> Result<Model> {
+        let mut model = self.model.clone();
+        if self.weights == WeightForm::Codes {
+            for layer in &self.record.layers {
+                model.store_compact(&CompactWeight {
+                    name: layer.name.clone(),
+                    bits: layer.bits,
+                    codes: layer.codes.clone(),
+                    table: layer.table(),
+                    channel_scales: layer.channel_scales.clone(),
+                    shape: layer.shape.clone(),
+                    out_axis: layer.out_axis,
+                    zeros: layer.zeros.clone(),
+                })?;
+            }
+            model.set_metadata(METADATA_KEY, &self.record.to_json_for_codes()?);
+        }
+        Ok(model)
+    }
+
     /// The model's bytes, as [`QuantizedModel::save`] writes them.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.model.to_bytes()
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(self.written()?.to_bytes())
     }
 
     /// Writes the model to `path` and, when it carries its preprocessing, the sidecar beside
     /// it (`OUT.preprocess.json`), both atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_bytes(path, &self.to_bytes())?;
+        write_bytes(path, &self.to_bytes()?)?;
         if let Some(text) = self.model.metadata(PREPROCESS_METADATA_KEY) {
             write_bytes(&Preprocess::sidecar_path(path), text.as_bytes())?;
         }

@@ -1,0 +1,600 @@
+//! The compact weight form: a quantized weight stored as its b-bit codes (ONNX `UINT4` at ≤ 4
+//! bits, `UINT8` above), a signed table of 2^b values and per-output-channel scales, decoded by
+//! standard operators so that any runtime runs it:
+//!
+//! `W = Reshape(Gather(table, Cast(codes → INT32)), shape) · scales` (plus a `ScatterND` that
+//! writes exact zeros where 0 is not a level). [`Model::fold_constants`] evaluates such
+//! constant subgraphs back into float initializers, which is how our engine loads the form.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::pb::tensor_proto::DataType;
+use crate::pb::{AttributeProto, NodeProto, OperatorSetIdProto, TensorProto};
+use crate::tensor::{read_tensor, ConstData, ConstTensor};
+use crate::{is_default_domain, Model, OnnxError, Result};
+
+/// Opset that brings `UINT4` (Cast from it, opset 21).
+pub const UINT4_OPSET: i64 = 21;
+
+/// One weight in compact form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactWeight {
+    /// The weight initializer to replace; the decoded tensor keeps its name.
+    pub name: String,
+    /// Bits per code (2..=8).
+    pub bits: u32,
+    /// One code per weight, row-major, each below `table.len()`.
+    pub codes: Vec<u8>,
+    /// The values the codes index (2^bits of them).
+    pub table: Vec<f32>,
+    /// One multiplier per output channel.
+    pub channel_scales: Vec<f32>,
+    /// The weight's shape.
+    pub shape: Vec<usize>,
+    /// The output channels' axis in `shape`.
+    pub out_axis: usize,
+    /// Positions (row-major) whose weight is exactly 0 whatever their code says.
+    pub zeros: Vec<usize>,
+}
+
+fn tensor(name: String, dims: &[usize], data_type: DataType, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: Some(name),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(data_type as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: String, dims: &[usize], v: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        DataType::Float,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn i64_tensor(name: String, dims: &[usize], v: &[i64]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        DataType::Int64,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn node(op: &str, name: String, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.to_string()),
+        name: Some(name),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        ..Default::default()
+    }
+}
+
+impl CompactWeight {
+    fn check(&self) -> Result<()> {
+        let err = |msg: String| OnnxError::Initializer {
+            name: self.name.clone(),
+            msg,
+        };
+        let n: usize = self.shape.iter().product();
+        if !(2..=8).contains(&self.bits) {
+            return Err(err(format!(
+                "{} bits per code (2..=8 are stored)",
+                self.bits
+            )));
+        }
+        if self.table.len() != 1 << self.bits {
+            return Err(err(format!(
+                "a table of {} values for {}-bit codes",
+                self.table.len(),
+                self.bits
+            )));
+        }
+        if self.codes.len() != n {
+            return Err(err(format!(
+                "{} codes for shape {:?}",
+                self.codes.len(),
+                self.shape
+            )));
+        }
+        if let Some(c) = self
+            .codes
+            .iter()
+            .find(|&&c| usize::from(c) >= self.table.len())
+        {
+            return Err(err(format!(
+                "code {c} is outside the {}-entry table",
+                self.table.len()
+            )));
+        }
+        if self.shape.get(self.out_axis) != Some(&self.channel_scales.len()) {
+            return Err(err(format!(
+                "{} channel scales for shape {:?} with output axis {}",
+                self.channel_scales.len(),
+                self.shape,
+                self.out_axis
+            )));
+        }
+        if let Some(z) = self.zeros.iter().find(|&&z| z >= n) {
+            return Err(err(format!("zero position {z} is outside the {n} weights")));
+        }
+        Ok(())
+    }
+}
+
+impl Model {
+    /// Replaces the float initializer `w.name` by its compact form (see the module docs),
+    /// raising the default opset to [`UINT4_OPSET`] when codes are 4-bit or narrower.
+    pub fn store_compact(&mut self, w: &CompactWeight) -> Result<()> {
+        w.check()?;
+        if w.bits <= 4 && self.opset().unwrap_or(0) < UINT4_OPSET {
+            self.set_opset(UINT4_OPSET);
+        }
+        let graph = self.proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
+        let Some(at) = graph.initializer.iter().position(|t| t.name() == w.name) else {
+            return Err(OnnxError::Initializer {
+                name: w.name.clone(),
+                msg: "no such initializer".into(),
+            });
+        };
+        graph.initializer.remove(at);
+        // A weight listed as a graph input (older exporters) would clash with its decoder.
+        graph.input.retain(|i| i.name() != w.name);
+        let name = |part: &str| format!("{}.{part}", w.name);
+        let n = w.codes.len();
+        let codes = if w.bits <= 4 {
+            let packed = w
+                .codes
+                .chunks(2)
+                .map(|p| p[0] | p.get(1).map_or(0, |hi| hi << 4))
+                .collect();
+            tensor(name("codes"), &[n], DataType::Uint4, packed)
+        } else {
+            tensor(name("codes"), &[n], DataType::Uint8, w.codes.clone())
+        };
+        let mut scale_dims = vec![1; w.shape.len()];
+        scale_dims[w.out_axis] = w.channel_scales.len();
+        let shape: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
+        graph.initializer.extend([
+            codes,
+            f32_tensor(name("table"), &[w.table.len()], &w.table),
+            f32_tensor(name("scales"), &scale_dims, &w.channel_scales),
+            i64_tensor(name("shape"), &[shape.len()], &shape),
+        ]);
+        let (index, flat, levels) = (name("index"), name("flat"), name("levels"));
+        let mut cast = node("Cast", name("cast"), &[&name("codes")], &index);
+        cast.attribute.push(AttributeProto {
+            name: Some("to".into()),
+            r#type: Some(crate::pb::attribute_proto::AttributeType::Int as i32),
+            i: Some(DataType::Int32 as i64),
+            ..Default::default()
+        });
+        let mut chain = vec![
+            cast,
+            node("Gather", name("gather"), &[&name("table"), &index], &flat),
+        ];
+        let mut values = flat.clone();
+        if !w.zeros.is_empty() {
+            let positions: Vec<i64> = w.zeros.iter().map(|&z| z as i64).collect();
+            graph.initializer.extend([
+                i64_tensor(name("zero_positions"), &[positions.len(), 1], &positions),
+                f32_tensor(
+                    name("zero_values"),
+                    &[positions.len()],
+                    &vec![0.0; positions.len()],
+                ),
+            ]);
+            values = name("zeroed");
+            chain.push(node(
+                "ScatterND",
+                name("scatter"),
+                &[&flat, &name("zero_positions"), &name("zero_values")],
+                &values,
+            ));
+        }
+        chain.push(node(
+            "Reshape",
+            name("reshape"),
+            &[&values, &name("shape")],
+            &levels,
+        ));
+        chain.push(node(
+            "Mul",
+            name("mul"),
+            &[&levels, &name("scales")],
+            &w.name,
+        ));
+        graph.node.splice(0..0, chain);
+        Ok(())
+    }
+
+    fn set_opset(&mut self, version: i64) {
+        match self
+            .proto
+            .opset_import
+            .iter_mut()
+            .find(|o| is_default_domain(o.domain()))
+        {
+            Some(o) => o.version = Some(version),
+            None => self.proto.opset_import.push(OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(version),
+            }),
+        }
+    }
+
+    /// The model with every node whose inputs are all constants (initializers, or outputs of
+    /// nodes folded before it) and whose operator is one of `Cast`, `Gather`, `ScatterND`,
+    /// `Reshape`, `Mul` evaluated into initializers: the compact weight form decoded.
+    /// Initializers only those nodes read are dropped. Nodes it cannot evaluate are kept.
+    pub fn fold_constants(&self) -> Result<Model> {
+        let graph = self.graph()?;
+        let mut consts: HashMap<String, ConstTensor> = HashMap::new();
+        let foldable = |n: &NodeProto| {
+            is_default_domain(n.domain())
+                && matches!(
+                    n.op_type(),
+                    "Cast" | "Gather" | "ScatterND" | "Reshape" | "Mul"
+                )
+                && n.output.len() == 1
+        };
+        if !graph.node.iter().any(foldable) {
+            return Ok(self.clone());
+        }
+        let initializers: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name(), t)).collect();
+        let mut kept = Vec::new();
+        let mut folded_outputs = Vec::new();
+        for n in &graph.node {
+            let inputs: Option<Vec<ConstTensor>> = if foldable(n) {
+                n.input
+                    .iter()
+                    .map(|i| match consts.get(i) {
+                        Some(t) => Some(Ok(t.clone())),
+                        None => initializers.get(i.as_str()).map(|t| read_tensor(t, i)),
+                    })
+                    .collect::<Option<Result<Vec<_>>>>()
+                    .transpose()?
+            } else {
+                None
+            };
+            let evaluated = match inputs {
+                Some(ins) => evaluate(n, &ins).map_err(|msg| OnnxError::Node {
+                    node: if n.name().is_empty() {
+                        n.op_type().to_string()
+                    } else {
+                        n.name().to_string()
+                    },
+                    op_type: n.op_type().to_string(),
+                    msg,
+                })?,
+                None => None,
+            };
+            match evaluated {
+                Some(out) => {
+                    consts.insert(n.output[0].clone(), out);
+                    folded_outputs.push(n.output[0].clone());
+                }
+                _ => kept.push(n.clone()),
+            }
+        }
+        let read: HashSet<String> = kept
+            .iter()
+            .flat_map(|n: &NodeProto| n.input.iter().cloned())
+            .chain(graph.output.iter().map(|o| o.name().to_string()))
+            .collect();
+        let mut proto = self.proto.clone();
+        let g = proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
+        g.node = kept;
+        g.initializer.retain(|t| read.contains(t.name()));
+        for name in folded_outputs.iter().filter(|o| read.contains(*o)) {
+            let t = &consts[name];
+            g.initializer.push(match &t.data {
+                ConstData::F32(v) => f32_tensor(name.clone(), &t.shape, v),
+                ConstData::I64(v) => i64_tensor(name.clone(), &t.shape, v),
+            });
+        }
+        Ok(Model::from_proto(proto))
+    }
+}
+
+/// Largest tensor a fold may produce (elements), so a hostile graph cannot exhaust memory.
+const MAX_FOLDED: usize = 1 << 28;
+
+/// Evaluates one constant node: `Ok(None)` where the node uses a form this does not handle,
+/// an error where its inputs do not fit together (an index outside the table, shapes that do
+/// not broadcast).
+fn evaluate(
+    n: &NodeProto,
+    ins: &[ConstTensor],
+) -> std::result::Result<Option<ConstTensor>, String> {
+    Ok(match (n.op_type(), ins) {
+        ("Gather", [data, idx])
+            if int_attr(n, "axis").unwrap_or(0) == 0 && data.shape.len() == 1 =>
+        {
+            let (Some(table), Some(idx_v)) = (data.as_f32(), idx.as_i64()) else {
+                return Ok(None);
+            };
+            let len = table.len();
+            let mut out = Vec::with_capacity(idx_v.len());
+            for &i in idx_v {
+                let at = if i < 0 { i + len as i64 } else { i };
+                match usize::try_from(at).ok().and_then(|a| table.get(a)) {
+                    Some(&v) => out.push(v),
+                    None => return Err(format!("index {i} is outside the {len}-entry table")),
+                }
+            }
+            Some(ConstTensor {
+                shape: idx.shape.clone(),
+                data: ConstData::F32(out),
+            })
+        }
+        ("ScatterND", [data, idx, upd])
+            if data.shape.len() == 1 && idx.shape.last() == Some(&1) =>
+        {
+            let (Some(d), Some(iv), Some(uv)) = (data.as_f32(), idx.as_i64(), upd.as_f32()) else {
+                return Ok(None);
+            };
+            let mut out = d.to_vec();
+            if iv.len() != uv.len() {
+                return Err(format!("{} indices for {} updates", iv.len(), uv.len()));
+            }
+            for (&i, &u) in iv.iter().zip(uv) {
+                let len = out.len();
+                match usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
+                    Some(slot) => *slot = u,
+                    None => return Err(format!("index {i} is outside the {len} elements")),
+                }
+            }
+            Some(ConstTensor {
+                shape: data.shape.clone(),
+                data: ConstData::F32(out),
+            })
+        }
+        ("Mul", [a, b]) if a.as_f32().is_some() && b.as_f32().is_some() => {
+            let Some(shape) = broadcast_shape(&a.shape, &b.shape) else {
+                return Err(format!(
+                    "shapes {:?} and {:?} do not broadcast",
+                    a.shape, b.shape
+                ));
+            };
+            let numel: usize = shape.iter().product();
+            if numel > MAX_FOLDED {
+                return Ok(None);
+            }
+            let (av, bv) = (
+                a.as_f32().unwrap_or_default(),
+                b.as_f32().unwrap_or_default(),
+            );
+            let (ia, ib) = (
+                broadcast_index(&a.shape, &shape),
+                broadcast_index(&b.shape, &shape),
+            );
+            let out = (0..numel).map(|i| av[ia(i)] * bv[ib(i)]).collect();
+            Some(ConstTensor {
+                shape,
+                data: ConstData::F32(out),
+            })
+        }
+        _ => evaluate_shape_op(n, ins),
+    })
+}
+
+fn int_attr(n: &NodeProto, name: &str) -> Option<i64> {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .and_then(|a| a.i)
+}
+
+/// `Cast` and `Reshape` of constants; `None` for forms not handled.
+fn evaluate_shape_op(n: &NodeProto, ins: &[ConstTensor]) -> Option<ConstTensor> {
+    let int_attr = |name: &str| int_attr(n, name);
+    match (n.op_type(), ins) {
+        ("Cast", [x]) => {
+            let to = int_attr("to")?;
+            let data = match (&x.data, to) {
+                (d, t) if t == DataType::Float as i64 => match d {
+                    ConstData::F32(v) => ConstData::F32(v.clone()),
+                    ConstData::I64(v) => ConstData::F32(v.iter().map(|&i| i as f32).collect()),
+                },
+                (ConstData::I64(v), t)
+                    if t == DataType::Int32 as i64 || t == DataType::Int64 as i64 =>
+                {
+                    ConstData::I64(v.clone())
+                }
+                _ => return None,
+            };
+            Some(ConstTensor {
+                shape: x.shape.clone(),
+                data,
+            })
+        }
+        ("Reshape", [x, shape]) => {
+            let numel = x.numel();
+            let mut dims: Vec<i64> = shape.as_i64()?.to_vec();
+            for (k, d) in dims.iter_mut().enumerate() {
+                if *d == 0 && int_attr("allowzero").unwrap_or(0) == 0 {
+                    *d = *x.shape.get(k)? as i64;
+                }
+            }
+            let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+            if dims.iter().filter(|&&d| d == -1).count() > 1 || known <= 0 {
+                return None;
+            }
+            let dims: Vec<usize> = dims
+                .iter()
+                .map(|&d| usize::try_from(if d == -1 { numel as i64 / known } else { d }).ok())
+                .collect::<Option<_>>()?;
+            (dims.iter().product::<usize>() == numel).then(|| ConstTensor {
+                shape: dims,
+                data: x.data.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Numpy-style broadcast of two shapes.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], k: usize| {
+        if k + s.len() >= rank {
+            s[k + s.len() - rank]
+        } else {
+            1
+        }
+    };
+    (0..rank)
+        .map(|k| match (dim(a, k), dim(b, k)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Maps a row-major index of the broadcast `out` shape to the index in `s`.
+fn broadcast_index(s: &[usize], out: &[usize]) -> impl Fn(usize) -> usize {
+    let offset = out.len() - s.len();
+    let dims: Vec<usize> = (0..out.len())
+        .map(|k| if k < offset { 1 } else { s[k - offset] })
+        .collect();
+    let out = out.to_vec();
+    move |mut i| {
+        let (mut idx, mut stride) = (0, 1);
+        for k in (0..out.len()).rev() {
+            let coord = i % out[k];
+            i /= out[k];
+            if dims[k] != 1 {
+                idx += coord * stride;
+            }
+            stride *= dims[k];
+        }
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::conv_relu_gemm;
+
+    /// conv1.weight [4, 2, 3, 3] (72 weights) in compact form with `bits`-bit codes.
+    fn compact_conv(bits: u32, zeros: Vec<usize>) -> CompactWeight {
+        let k = 1u8 << (bits - 1);
+        let levels: Vec<f32> = (0..k).map(|i| (i as f32 + 1.0) / 8.0).collect();
+        let table: Vec<f32> = levels
+            .iter()
+            .copied()
+            .chain(levels.iter().map(|l| -l))
+            .collect();
+        CompactWeight {
+            name: "conv1.weight".into(),
+            bits,
+            codes: (0..72)
+                .map(|i| (i * 7 % (2 * usize::from(k))) as u8)
+                .collect(),
+            table,
+            channel_scales: vec![0.5, 1.0, 2.0, 0.25],
+            shape: vec![4, 2, 3, 3],
+            out_axis: 0,
+            zeros,
+        }
+    }
+
+    #[test]
+    fn codes_fold_back_to_table_times_channel_scale() {
+        for (bits, zeros) in [(4, vec![]), (3, vec![5, 71]), (6, vec![0])] {
+            let w = compact_conv(bits, zeros.clone());
+            let mut model = Model::from_proto(conv_relu_gemm(1));
+            model.store_compact(&w).unwrap();
+            assert!(model.initializer_f32("conv1.weight").unwrap().is_none());
+            assert_eq!(
+                model.opset(),
+                Some(if bits <= 4 { UINT4_OPSET } else { 13 })
+            );
+            let bytes = model.to_bytes();
+            let folded = crate::decode(&bytes).unwrap().fold_constants().unwrap();
+            let (shape, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
+            assert_eq!(shape, w.shape);
+            for (i, v) in got.iter().enumerate() {
+                let want = if zeros.contains(&i) {
+                    0.0
+                } else {
+                    w.table[usize::from(w.codes[i])] * w.channel_scales[i / 18]
+                };
+                assert_eq!(v.to_bits(), want.to_bits(), "bits {bits}, weight {i}");
+            }
+            // Only the layer's own initializers are decoded away; the rest of the graph stays.
+            let g = folded.graph().unwrap();
+            assert!(g
+                .initializer
+                .iter()
+                .all(|t| !t.name().starts_with("conv1.weight.")));
+            assert_eq!(g.node.len(), 3);
+        }
+    }
+
+    #[test]
+    fn bad_compact_weights_are_refused() {
+        let mut model = Model::from_proto(conv_relu_gemm(1));
+        let cases: [(fn(&mut CompactWeight), &str); 5] = [
+            (|w| w.codes[3] = 16, "outside the 16-entry table"),
+            (
+                |w| {
+                    w.table.pop();
+                },
+                "a table of 15 values",
+            ),
+            (|w| w.channel_scales.push(1.0), "5 channel scales"),
+            (
+                |w| {
+                    w.codes.pop();
+                },
+                "71 codes",
+            ),
+            (|w| w.zeros.push(72), "zero position 72"),
+        ];
+        for (edit, needle) in cases {
+            let mut w = compact_conv(4, vec![]);
+            edit(&mut w);
+            let e = model.store_compact(&w).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("conv1.weight"), "{e}");
+        }
+        // A compact model whose table was cut after writing: an error naming the node.
+        model.store_compact(&compact_conv(4, vec![])).unwrap();
+        let g = model.proto.graph.as_mut().unwrap();
+        let table = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == "conv1.weight.table")
+            .unwrap();
+        table.dims = vec![8];
+        table.raw_data.as_mut().unwrap().truncate(32);
+        let e = model.fold_constants().unwrap_err().to_string();
+        assert!(
+            e.contains("conv1.weight.gather") && e.contains("8-entry table"),
+            "{e}"
+        );
+        // Codes of an element type the form does not use.
+        let g = model.proto.graph.as_mut().unwrap();
+        let codes = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == "conv1.weight.codes")
+            .unwrap();
+        codes.data_type = Some(DataType::Float16 as i32);
+        let e = model.fold_constants().unwrap_err().to_string();
+        assert!(
+            e.contains("FLOAT16") && e.contains("conv1.weight.codes"),
+            "{e}"
+        );
+    }
+}
