@@ -111,7 +111,7 @@ impl Choice {
             .collect()
     }
 
-    /// Per-channel scales relative to the layer's: a weight is ±scale · relative[c] · α · level.
+    /// Per-channel scales relative to the layer's: a weight is ±scale · relative\[c\] · α · level.
     pub fn relative_channel_scales(&self) -> Vec<f32> {
         self.channel_scales
             .iter()
