@@ -542,10 +542,13 @@ mod tests {
         }
     }
 
+    /// An edit that spoils a compact weight, and what the refusal must say.
+    type Spoiler = (fn(&mut CompactWeight), &'static str);
+
     #[test]
     fn bad_compact_weights_are_refused() {
         let mut model = Model::from_proto(conv_relu_gemm(1));
-        let cases: [(fn(&mut CompactWeight), &str); 5] = [
+        let cases: [Spoiler; 5] = [
             (|w| w.codes[3] = 16, "outside the 16-entry table"),
             (
                 |w| {
