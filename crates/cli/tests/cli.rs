@@ -653,3 +653,84 @@ fn eval_refuses_bad_inputs_with_exit_code_2() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Issue 9: a compact model whose codes, table or scales do not fit together, or whose codes
+/// have a type the form does not use, is refused with one line naming the tensor or node.
+#[test]
+fn bad_compact_models_are_refused_with_exit_code_2() {
+    let model = subsetq_onnx::test_assets::root().join("models/fashion-resnet.onnx");
+    let Some(test) =
+        subsetq_onnx::test_assets::require("data/fashion-mnist/t10k-images-idx3-ubyte.gz")
+    else {
+        return;
+    };
+    let dir = temp_dir("compact-bad");
+    let good = dir.join("q.onnx");
+    let out = subsetq(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        good.to_str().unwrap(),
+        "--bits",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = subsetq_onnx::load(&good).unwrap();
+    let layer = q.weight_layers().unwrap();
+    assert!(
+        layer.is_empty(),
+        "the compact form has no float weight initializers"
+    );
+    let record: Value = serde_json::from_str(q.metadata("subsetq").unwrap()).unwrap();
+    let name = record["layers"][1]["name"].as_str().unwrap().to_string();
+    let spoil = |what: &str, edit: &dyn Fn(&mut pb::TensorProto)| {
+        let mut proto = pb::ModelProto::decode(std::fs::read(&good).unwrap().as_slice()).unwrap();
+        let t = proto
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == format!("{name}.{what}"))
+            .unwrap();
+        edit(t);
+        let path = dir.join(format!("bad-{what}.onnx"));
+        std::fs::write(&path, proto.encode_to_vec()).unwrap();
+        subsetq(&[
+            "eval",
+            path.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--limit",
+            "10",
+        ])
+    };
+    // A table cut to half: codes point outside it.
+    assert_refused(
+        &spoil("table", &|t| {
+            t.dims = vec![8];
+            t.raw_data.as_mut().unwrap().truncate(32);
+        }),
+        "8-entry table",
+    );
+    // Channel scales that do not broadcast over the weight.
+    assert_refused(
+        &spoil("scales", &|t| {
+            t.dims = vec![1, 3, 1, 1];
+            t.raw_data.as_mut().unwrap().truncate(12);
+        }),
+        "do not broadcast",
+    );
+    // Codes stored as a type the form does not use.
+    assert_refused(
+        &spoil("codes", &|t| {
+            t.data_type = Some(pb::tensor_proto::DataType::Float16 as i32)
+        }),
+        "FLOAT16",
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
