@@ -4,6 +4,7 @@
 
 mod accuracy;
 mod bench;
+mod cost;
 mod eval;
 mod flags;
 mod output;
@@ -41,6 +42,9 @@ enum Command {
     /// Top-1 / top-5 of a model on labelled data (IDX file or image folder); with --compare,
     /// agreement with a second model.
     Eval(eval::EvalArgs),
+    /// Hardware cost of a compact quantized model: weight storage, and per image the shifts
+    /// and adds of SQ against uniform multiplies, with an energy estimate.
+    Cost(cost::CostArgs),
     /// Benchmarks, each printing ratios measured in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Search(args) => run_search(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Cost(args) => cost::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
     };

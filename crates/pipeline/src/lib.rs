@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cost;
 pub mod data;
 mod error;
 pub mod eval;
