@@ -734,3 +734,64 @@ fn bad_compact_models_are_refused_with_exit_code_2() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The light models of the `onnx` wheel (in the project venv) write their weights as
+/// `ConstantOfShape` nodes; `None` (or a panic under CI) when the venv is missing.
+fn onnx_light_model(name: &str) -> Option<PathBuf> {
+    let lib = subsetq_onnx::test_assets::root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.filter_map(|d| d.ok())
+            .map(|d| {
+                d.path()
+                    .join("site-packages/onnx/backend/test/data/light")
+                    .join(name)
+            })
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!(
+            "{name} not found under {} (run scripts/fetch-assets.sh)",
+            lib.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("skipping: {msg}");
+    }
+    found
+}
+
+/// Issue 13, item 3: weights given by constant nodes are found, searched and written back.
+#[test]
+fn weights_from_constant_nodes_are_quantized() {
+    let Some(model) = onnx_light_model("light_resnet50.onnx") else {
+        return;
+    };
+    let out = subsetq(&["search", model.to_str().unwrap(), "--bits", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("54 layers"));
+    let dir = temp_dir("constant-weights");
+    let q = dir.join("q.onnx");
+    let out = subsetq(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+        "--weights",
+        "float",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers = subsetq_onnx::load(&q).unwrap().weight_layers().unwrap();
+    assert_eq!(
+        layers.len(),
+        54,
+        "every conv and the gemm as an initializer weight"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -230,7 +230,9 @@ impl Model {
 
     /// The model with every node whose inputs are all constants (initializers, or outputs of
     /// nodes folded before it) and whose operator is one of `Cast`, `Gather`, `ScatterND`,
-    /// `Reshape`, `Mul` evaluated into initializers: the compact weight form decoded.
+    /// `Reshape`, `Mul`, `Constant`, `ConstantOfShape`, `Identity` evaluated into initializers:
+    /// the compact weight form decoded, and weights that exporters write as constant nodes
+    /// made initializers (so that they are found as weight layers).
     /// Initializers only those nodes read are dropped. Nodes it cannot evaluate are kept.
     pub fn fold_constants(&self) -> Result<Model> {
         let graph = self.graph()?;
@@ -239,7 +241,14 @@ impl Model {
             is_default_domain(n.domain())
                 && matches!(
                     n.op_type(),
-                    "Cast" | "Gather" | "ScatterND" | "Reshape" | "Mul"
+                    "Cast"
+                        | "Gather"
+                        | "ScatterND"
+                        | "Reshape"
+                        | "Mul"
+                        | "Constant"
+                        | "ConstantOfShape"
+                        | "Identity"
                 )
                 && n.output.len() == 1
         };
@@ -395,7 +404,60 @@ fn int_attr(n: &NodeProto, name: &str) -> Option<i64> {
 /// `Cast` and `Reshape` of constants; `None` for forms not handled.
 fn evaluate_shape_op(n: &NodeProto, ins: &[ConstTensor]) -> Option<ConstTensor> {
     let int_attr = |name: &str| int_attr(n, name);
+    let attr = |name: &str| n.attribute.iter().find(|a| a.name() == name);
     match (n.op_type(), ins) {
+        ("Identity", [x]) => Some(x.clone()),
+        ("Constant", []) => {
+            if let Some(t) = attr("value").and_then(|a| a.t.as_ref()) {
+                return read_tensor(t, n.output.first()?).ok();
+            }
+            let a = attr("value_float")
+                .or_else(|| attr("value_floats"))
+                .or_else(|| attr("value_int"))
+                .or_else(|| attr("value_ints"))?;
+            Some(match a.name() {
+                "value_float" => ConstTensor {
+                    shape: vec![],
+                    data: ConstData::F32(vec![a.f?]),
+                },
+                "value_floats" => ConstTensor {
+                    shape: vec![a.floats.len()],
+                    data: ConstData::F32(a.floats.clone()),
+                },
+                "value_int" => ConstTensor {
+                    shape: vec![],
+                    data: ConstData::I64(vec![a.i?]),
+                },
+                _ => ConstTensor {
+                    shape: vec![a.ints.len()],
+                    data: ConstData::I64(a.ints.clone()),
+                },
+            })
+        }
+        ("ConstantOfShape", [shape]) => {
+            let dims: Vec<usize> = shape
+                .as_i64()?
+                .iter()
+                .map(|&d| usize::try_from(d).ok())
+                .collect::<Option<_>>()?;
+            let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+            if numel > MAX_FOLDED {
+                return None;
+            }
+            let value = match attr("value").and_then(|a| a.t.as_ref()) {
+                Some(t) => read_tensor(t, n.output.first()?).ok()?,
+                None => ConstTensor {
+                    shape: vec![1],
+                    data: ConstData::F32(vec![0.0]),
+                },
+            };
+            let data = match value.data {
+                ConstData::F32(v) if v.len() == 1 => ConstData::F32(vec![v[0]; numel]),
+                ConstData::I64(v) if v.len() == 1 => ConstData::I64(vec![v[0]; numel]),
+                _ => return None,
+            };
+            Some(ConstTensor { shape: dims, data })
+        }
         ("Cast", [x]) => {
             let to = int_attr("to")?;
             let data = match (&x.data, to) {

@@ -229,7 +229,7 @@ pub fn analyze_layer(layer: &WeightLayer, opts: &SearchOptions) -> Result<LayerR
     })
 }
 
-/// Searches every weight layer of `model` (as it is: batch norms not folded) and measures the
+/// Searches every weight layer of `model` (batch norms not folded) and measures the
 /// baselines on it, reporting progress as stage `search`. `source` names the model in errors.
 pub fn search_model(
     model: &Model,
@@ -237,7 +237,8 @@ pub fn search_model(
     opts: &SearchOptions,
     on_progress: OnProgress,
 ) -> Result<Vec<LayerReport>> {
-    let layers = weight_layers(model, source)?;
+    // Weights written as constant nodes (or in compact form) become initializers first.
+    let layers = weight_layers(&model.fold_constants()?, source)?;
     let mut reports = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
         report(on_progress, "search", i, layers.len(), &layer.name);
