@@ -150,3 +150,52 @@ fn check_codebooks(path: &Path, expected: usize) -> Value {
     assert_eq!(checked, expected);
     record
 }
+
+/// Issue 12, item 5: the same inputs and seed give byte-identical models (compact, with
+/// activation quantizers) and sidecars on 1 and 2 threads.
+#[test]
+fn one_and_two_threads_give_the_same_bytes() {
+    let Some(calib) = require("data/fashion-mnist/train-images-idx3-ubyte.gz") else {
+        return;
+    };
+    let model = root().join("models/fashion-resnet.onnx");
+    let dir = temp_dir("threads");
+    let run = |threads: &str| {
+        let out = dir.join(format!("t{threads}.onnx"));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_subsetq"))
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "quantize",
+                model.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--bits",
+                "3",
+                "--abits",
+                "8",
+                "--calib",
+                calib.to_str().unwrap(),
+                "--calib-size",
+                "32",
+                "--iters",
+                "10",
+                "--recon-batch",
+                "8",
+            ])
+            .output()
+            .expect("run subsetq");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        (
+            std::fs::read(&out).unwrap(),
+            std::fs::read(dir.join(format!("t{threads}.preprocess.json"))).unwrap(),
+        )
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert!(one.0 == two.0, "1 and 2 threads wrote different models");
+    assert_eq!(one.1, two.1);
+    std::fs::remove_dir_all(dir).ok();
+}
