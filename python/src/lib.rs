@@ -380,10 +380,6 @@ fn quantize<'py>(
         if let (Some(out), ModelArg::Path(input)) = (&output, &model) {
             refuse_to_overwrite_input(out, input)?;
         }
-        if calib.is_some() {
-            // Before any work: a device that cannot run is an error now, not after the search.
-            opts.recon.backend.device()?;
-        }
         let loaded = model.load()?;
         // Calibration images from files need preprocessing; otherwise it is carried along
         // (into the output's metadata) when known.
@@ -409,10 +405,10 @@ fn quantize<'py>(
             r.report(p)
         })?;
         r.finish();
-        if let Some(out) = &output {
-            q.save(out)?;
+        match &output {
+            Some(out) => q.save(out),
+            None => q.to_bytes(),
         }
-        q.to_bytes()
     })?;
     Ok(PyBytes::new(py, &bytes))
 }

@@ -61,10 +61,6 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     };
     opts.check(args.calib.is_some())?;
     refuse_to_overwrite_input(&args.output, &args.model)?;
-    if args.calib.is_some() {
-        // Before any work: a device that cannot run is an error now, not after the search.
-        opts.recon.backend.device()?;
-    }
     let model = load_model(&args.model)?;
     // Calibration needs preprocessing; without calibration it is carried along when known.
     opts.preprocess = match &args.calib {

@@ -6,6 +6,7 @@
 //! writes exact zeros where 0 is not a level). [`Model::fold_constants`] evaluates such
 //! constant subgraphs back into float initializers, which is how our engine loads the form.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::pb::tensor_proto::DataType;
@@ -234,9 +235,10 @@ impl Model {
     /// the compact weight form decoded, and weights that exporters write as constant nodes
     /// made initializers (so that they are found as weight layers).
     /// Initializers only those nodes read are dropped. Nodes it cannot evaluate are kept.
-    pub fn fold_constants(&self) -> Result<Model> {
+    /// Borrows the model unchanged when nothing folds (the common case for plain models, which
+    /// every plan goes through).
+    pub fn fold_constants(&self) -> Result<Cow<'_, Model>> {
         let graph = self.graph()?;
-        let mut consts: HashMap<String, ConstTensor> = HashMap::new();
         let foldable = |n: &NodeProto| {
             is_default_domain(n.domain())
                 && matches!(
@@ -252,15 +254,30 @@ impl Model {
                 )
                 && n.output.len() == 1
         };
-        if !graph.node.iter().any(foldable) {
-            return Ok(self.clone());
+        // Which nodes may fold, by names alone, before any tensor is read or copied.
+        let mut constant: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+        let candidate: Vec<bool> = graph
+            .node
+            .iter()
+            .map(|n| {
+                let c = foldable(n) && n.input.iter().all(|i| constant.contains(i.as_str()));
+                if c {
+                    constant.insert(n.output[0].as_str());
+                }
+                c
+            })
+            .collect();
+        if !candidate.contains(&true) {
+            return Ok(Cow::Borrowed(self));
         }
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name(), t)).collect();
+        let mut consts: HashMap<String, ConstTensor> = HashMap::new();
         let mut kept = Vec::new();
         let mut folded_outputs = Vec::new();
-        for n in &graph.node {
-            let inputs: Option<Vec<ConstTensor>> = if foldable(n) {
+        for (n, &candidate) in graph.node.iter().zip(&candidate) {
+            // A candidate whose input could not be evaluated after all is kept.
+            let inputs: Option<Vec<ConstTensor>> = if candidate {
                 n.input
                     .iter()
                     .map(|i| match consts.get(i) {
@@ -308,7 +325,7 @@ impl Model {
                 ConstData::I64(v) => i64_tensor(name.clone(), &t.shape, v),
             });
         }
-        Ok(Model::from_proto(proto))
+        Ok(Cow::Owned(Model::from_proto(proto)))
     }
 }
 
@@ -572,6 +589,12 @@ mod tests {
     }
 
     #[test]
+    fn a_model_with_nothing_to_fold_is_borrowed() {
+        let model = Model::from_proto(conv_relu_gemm(1));
+        assert!(matches!(model.fold_constants().unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn codes_fold_back_to_table_times_channel_scale() {
         for (bits, zeros) in [(4, vec![]), (3, vec![5, 71]), (6, vec![0])] {
             let w = compact_conv(bits, zeros.clone());
@@ -583,7 +606,8 @@ mod tests {
                 Some(if bits <= 4 { UINT4_OPSET } else { 13 })
             );
             let bytes = model.to_bytes();
-            let folded = crate::decode(&bytes).unwrap().fold_constants().unwrap();
+            let decoded = crate::decode(&bytes).unwrap();
+            let folded = decoded.fold_constants().unwrap();
             let (shape, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
             assert_eq!(shape, w.shape);
             for (i, v) in got.iter().enumerate() {

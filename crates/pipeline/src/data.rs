@@ -37,27 +37,26 @@ pub struct PreprocessOverrides {
 }
 
 impl PreprocessOverrides {
-    /// Like [`PreprocessOverrides::resolve`], but `None` where there is nothing to resolve:
-    /// no file, no sidecar, nothing in the model and no `color`.
-    pub fn resolve_if_any(&self, path: &Path, model: Option<&Model>) -> Result<Option<Preprocess>> {
-        let nothing = self.file.is_none()
-            && self.color.is_none()
-            && !Preprocess::sidecar_path(path).is_file()
-            && model
-                .and_then(|m| m.metadata(PREPROCESS_METADATA_KEY))
-                .is_none();
-        if nothing {
-            return Ok(None);
-        }
-        self.resolve(path, model).map(Some)
-    }
-
     /// The preprocessing for the model at `path` (`model`: its contents, when loaded): the
     /// file given, else the sidecar beside the model, else the settings in the model's
     /// metadata (quantized models carry them), then the overrides on top. Without any of
     /// those, `color` is needed; the rest defaults to raw pixel values (0..=255) at the
     /// images' own size.
     pub fn resolve(&self, path: &Path, model: Option<&Model>) -> Result<Preprocess> {
+        self.resolve_if_any(path, model)?.ok_or_else(|| {
+            PipelineError::invalid(format!(
+                "no preprocessing for {}: no file {}, none in the model; give --preprocess \
+                 FILE, or --color (and --resize / --crop / --size / --scale / --mean / --std \
+                 as the model expects)",
+                path.display(),
+                Preprocess::sidecar_path(path).display()
+            ))
+        })
+    }
+
+    /// Like [`PreprocessOverrides::resolve`], but `None` where there is nothing to resolve:
+    /// no file, no sidecar, nothing in the model and no `color`.
+    pub fn resolve_if_any(&self, path: &Path, model: Option<&Model>) -> Result<Option<Preprocess>> {
         let sidecar = Preprocess::sidecar_path(path);
         let base = match &self.file {
             Some(p) => Some(Preprocess::from_sidecar(p)?),
@@ -85,15 +84,7 @@ impl PreprocessOverrides {
             }
             (Some(p), None) => p,
             (None, Some(color)) => Preprocess::new(color),
-            (None, None) => {
-                return Err(PipelineError::invalid(format!(
-                    "no preprocessing for {}: no file {}, none in the model; give --preprocess \
-                     FILE, or --color (and --resize / --crop / --size / --scale / --mean / --std \
-                     as the model expects)",
-                    path.display(),
-                    sidecar.display()
-                )))
-            }
+            (None, None) => return Ok(None),
         };
         if let Some(side) = self.resize {
             pre = pre.with_resize(side);
@@ -121,7 +112,7 @@ impl PreprocessOverrides {
             pre = pre.with_normalize(scale, &mean, &std);
         }
         pre.validate()?;
-        Ok(pre)
+        Ok(Some(pre))
     }
 }
 

@@ -252,12 +252,16 @@ impl QuantizeOptions {
     }
 
     /// Refuses combinations that cannot work, before any work: activation quantization
-    /// without calibration data.
+    /// without calibration data, and (with calibration data) a reconstruction device that
+    /// cannot run, so that it fails now rather than after the search.
     pub fn check(&self, has_calibration: bool) -> Result<()> {
         if self.abits.is_some() && !has_calibration {
             return Err(PipelineError::invalid(
                 "--abits needs --calib: activation ranges come from calibration data",
             ));
+        }
+        if has_calibration {
+            self.recon.backend.device()?;
         }
         Ok(())
     }

@@ -181,17 +181,18 @@ pub struct ActivationRecord {
 impl QuantizedRecord {
     /// The record as the compact JSON stored in the model (keys sorted).
     pub fn to_json(&self) -> Result<String> {
-        let value = serde_json::to_value(self)
-            .map_err(|e| PipelineError::invalid(format!("record: {e}")))?;
-        Ok(value.to_string())
+        Ok(self.to_value()?.to_string())
+    }
+
+    fn to_value(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|e| PipelineError::invalid(format!("record: {e}")))
     }
 
     /// The JSON stored in a model whose weights are in compact form: the per-channel arrays
     /// (`calpha`, `channel_scales`) are left out, since the model's `<weight>.scales`
     /// initializers hold them exactly.
     pub fn to_json_for_codes(&self) -> Result<String> {
-        let mut value = serde_json::to_value(self)
-            .map_err(|e| PipelineError::invalid(format!("record: {e}")))?;
+        let mut value = self.to_value()?;
         if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
             for layer in layers.iter_mut().filter_map(|l| l.as_object_mut()) {
                 layer.remove("calpha");

@@ -238,7 +238,7 @@ pub fn search_model(
     on_progress: OnProgress,
 ) -> Result<Vec<LayerReport>> {
     // Weights written as constant nodes (or in compact form) become initializers first.
-    let layers = weight_layers(&model.fold_constants()?, source)?;
+    let layers = weight_layers(&*model.fold_constants()?, source)?;
     let mut reports = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
         report(on_progress, "search", i, layers.len(), &layer.name);

@@ -75,12 +75,14 @@ impl QuantizedModel {
     }
 
     /// Writes the model to `path` and, when it carries its preprocessing, the sidecar beside
-    /// it (`OUT.preprocess.json`), both atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_bytes(path, &self.to_bytes()?)?;
+    /// it (`OUT.preprocess.json`), both atomically; returns the model's bytes (so that a caller
+    /// that wants them too does not build them again).
+    pub fn save(&self, path: &Path) -> Result<Vec<u8>> {
+        let bytes = self.to_bytes()?;
+        write_bytes(path, &bytes)?;
         if let Some(text) = self.model.metadata(PREPROCESS_METADATA_KEY) {
             write_bytes(&Preprocess::sidecar_path(path), text.as_bytes())?;
         }
-        Ok(())
+        Ok(bytes)
     }
 }
