@@ -37,6 +37,7 @@
 mod backend;
 mod error;
 mod ops;
+mod packed;
 mod plan;
 pub mod reconstruct;
 mod value;
@@ -45,5 +46,7 @@ pub use backend::Backend;
 pub use burn_tensor;
 pub use error::{EngineError, Result};
 pub use ops::supported_ops;
+pub use packed::{PackedLayer, PackedSummary};
 pub use plan::{Engine, InputSpec, Plan, StepTime};
+pub use subsetq_kernels;
 pub use value::{IntoValue, Value, MAX_RANK};

@@ -107,6 +107,11 @@ impl Value {
         Some(reshape_tensor(flat, shape))
     }
 
+    /// The device the tensor lives on.
+    pub(crate) fn device(&self) -> Device {
+        with_value!(self, t => t.device())
+    }
+
     /// The tensor's dimensions.
     pub fn dims(&self) -> Vec<usize> {
         with_value!(self, t => t.dims().to_vec())

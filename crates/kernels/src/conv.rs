@@ -221,55 +221,55 @@ pub fn conv2d(
         }
         _ => None,
     };
-    for (b, out) in out.chunks_mut(rows * pixels).enumerate() {
-        out.par_chunks_mut(rows_per_group * pixels)
-            .enumerate()
-            .try_for_each(|(group, out)| -> Result<()> {
-                let r = group * rows_per_group..(group + 1) * rows_per_group;
-                match (path, input) {
-                    (Path::Int8(w), Activations::U8 { codes, zero, .. }) => {
-                        let stride = a8_stride(cols);
-                        let mut x = vec![0u8; pixels * stride];
-                        let image = &codes[b * image_len..][..image_len];
-                        im2row(g, image, group * cg, zero, stride, &mut x);
-                        let mut acc = vec![0i32; r.len() * pixels];
-                        matmul_a8(cpu, w, r.clone(), &x, pixels, i32::from(zero), &mut acc)?;
-                        let scales = scales.as_deref().unwrap_or_default();
-                        for ((o, a), m) in out
-                            .chunks_mut(pixels)
-                            .zip(acc.chunks(pixels))
-                            .zip(r.clone())
-                        {
-                            let add = bias.map_or(0.0, |b| b[m]);
-                            for (o, &a) in o.iter_mut().zip(a) {
-                                *o = a as f32 * scales[m] + add;
-                            }
+    // One task per image and group: each output chunk is contiguous in NCHW.
+    out.par_chunks_mut(rows_per_group * pixels)
+        .enumerate()
+        .try_for_each(|(task, out)| -> Result<()> {
+            let (b, group) = (task / g.groups, task % g.groups);
+            let r = group * rows_per_group..(group + 1) * rows_per_group;
+            match (path, input) {
+                (Path::Int8(w), Activations::U8 { codes, zero, .. }) => {
+                    let stride = a8_stride(cols);
+                    let mut x = vec![0u8; pixels * stride];
+                    let image = &codes[b * image_len..][..image_len];
+                    im2row(g, image, group * cg, zero, stride, &mut x);
+                    let mut acc = vec![0i32; r.len() * pixels];
+                    matmul_a8(cpu, w, r.clone(), &x, pixels, i32::from(zero), &mut acc)?;
+                    let scales = scales.as_deref().unwrap_or_default();
+                    for ((o, a), m) in out
+                        .chunks_mut(pixels)
+                        .zip(acc.chunks(pixels))
+                        .zip(r.clone())
+                    {
+                        let add = bias.map_or(0.0, |b| b[m]);
+                        for (o, &a) in o.iter_mut().zip(a) {
+                            *o = a as f32 * scales[m] + add;
                         }
                     }
-                    (_, Activations::F32(input)) => {
-                        let mut x = vec![0.0f32; pixels * cols];
-                        let image = &input[b * image_len..][..image_len];
-                        im2row(g, image, group * cg, 0.0, cols, &mut x);
-                        match path {
-                            Path::F32(w) => matmul_f32(
-                                cpu,
-                                &w[r.start * cols..r.end * cols],
-                                cols,
-                                &x,
-                                pixels,
-                                out,
-                            )?,
-                            Path::PackedF32(w) | Path::Int8(w) => {
-                                matmul_packed_f32(cpu, w, r.clone(), &x, pixels, out)?
-                            }
-                        }
-                        add_bias(out, bias, r.start, pixels);
-                    }
-                    (_, Activations::U8 { .. }) => unreachable!("refused above"),
                 }
-                Ok(())
-            })?;
-    }
+                (_, Activations::F32(input)) => {
+                    let mut x = vec![0.0f32; pixels * cols];
+                    let image = &input[b * image_len..][..image_len];
+                    im2row(g, image, group * cg, 0.0, cols, &mut x);
+                    match path {
+                        Path::F32(w) => matmul_f32(
+                            cpu,
+                            &w[r.start * cols..r.end * cols],
+                            cols,
+                            &x,
+                            pixels,
+                            out,
+                        )?,
+                        Path::PackedF32(w) | Path::Int8(w) => {
+                            matmul_packed_f32(cpu, w, r.clone(), &x, pixels, out)?
+                        }
+                    }
+                    add_bias(out, bias, r.start, pixels);
+                }
+                (_, Activations::U8 { .. }) => unreachable!("refused above"),
+            }
+            Ok(())
+        })?;
     Ok(())
 }
 

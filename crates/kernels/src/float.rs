@@ -56,6 +56,25 @@ pub fn matmul_packed_f32(
     let cols = w.cols;
     check(rows.len(), cols, x, n, out)?;
     let first = rows.start;
+    #[cfg(target_arch = "x86_64")]
+    if n == 1 && w.bits <= 4 && cpu.use_avx2() {
+        // One column: each weight is used once, so decode in registers (rows with exact
+        // zeros through a decoded row), the same arithmetic as `dot` on decoded weights.
+        let chunk = rows.len().div_ceil(rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, out)| {
+            let mut row = vec![0.0f32; cols];
+            for (o, r) in out.iter_mut().zip(first + i * chunk..) {
+                *o = if w.zeros[r].is_empty() {
+                    // SAFETY: AVX2 and FMA are present; row r has cols codes, x cols floats.
+                    unsafe { avx2::packed_dot(w, r, x) }
+                } else {
+                    rows_f32(cpu, w, r..r + 1, &mut row);
+                    dot(cpu, &row, x)
+                };
+            }
+        });
+        return Ok(());
+    }
     split(rows.len(), cols, n, out, |r, tile_out| {
         let mut tile = vec![0.0f32; r.len() * cols];
         rows_f32(cpu, w, first + r.start..first + r.end, &mut tile);
@@ -176,6 +195,56 @@ fn hsum8(l: [f32; 8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use crate::packed::{PackedWeights, BLOCK};
+
+    /// `dot(decoded row r, x)` without the decoded row: each block of 32 codes becomes four
+    /// registers of `scale · table[code]` fed straight to the same four running sums; the
+    /// tail is decoded one weight at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn packed_dot(w: &PackedWeights, r: usize, x: &[f32]) -> f32 {
+        // The row's weights are scale · table[code]: multiply the 16 entries once, not
+        // every weight (the same products, so the same bits).
+        let mut t = [0.0f32; 16];
+        for (t, &v) in t.iter_mut().zip(&w.table) {
+            *t = w.row_scales[r] * v;
+        }
+        let lo_table = _mm256_loadu_ps(t.as_ptr());
+        let hi_table = _mm256_loadu_ps(t.as_ptr().add(8));
+        let mask = _mm_set1_epi8(0x0F);
+        let src = w.data.as_ptr().add(r * w.row_bytes);
+        let full = w.cols / BLOCK * BLOCK;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let lookup = |codes: __m128i| {
+            let idx = _mm256_cvtepu8_epi32(codes);
+            let pick_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+            _mm256_blendv_ps(
+                _mm256_permutevar8x32_ps(lo_table, idx),
+                _mm256_permutevar8x32_ps(hi_table, idx),
+                pick_hi,
+            )
+        };
+        let mut k = 0;
+        while k < full {
+            let bytes = _mm_loadu_si128(src.add(k / 2).cast());
+            let lo = _mm_and_si128(bytes, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+            let groups = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+            for (q, codes) in groups.into_iter().enumerate() {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(k + q * 8));
+                acc[q] = _mm256_fmadd_ps(lookup(codes), xv, acc[q]);
+            }
+            k += BLOCK;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let mut sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01)));
+        for (c, &y) in x.iter().enumerate().take(w.cols).skip(full) {
+            sum = w.weight(r, c).mul_add(y, sum);
+        }
+        sum
+    }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {

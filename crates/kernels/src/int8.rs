@@ -9,6 +9,9 @@ use crate::decode::{int8_table, rows_i8};
 use crate::packed::{PackedWeights, BLOCK};
 use crate::{Cpu, KernelError, Result};
 
+/// Up to this many columns, path A decodes in registers instead of into a tile.
+const FUSED_COLUMNS: usize = 2;
+
 /// Bytes of decoded rows at a time: a tile that stays in L1 while every column passes over it.
 const TILE_BYTES: usize = 16 * 1024;
 
@@ -52,6 +55,41 @@ pub fn matmul_a8(
         return Ok(());
     }
     let chunk = rows.len().div_ceil(rayon::current_num_threads()).max(1);
+    #[cfg(target_arch = "x86_64")]
+    if n <= FUSED_COLUMNS && cpu.use_avx2() {
+        // Few columns: each weight is used once or twice, so decode in registers, no tile.
+        // The padding must be zero there: the padded codes decode to table[0].
+        let mut padded = x.to_vec();
+        for col in padded.chunks_mut(stride) {
+            col[w.cols..].fill(0);
+        }
+        let mut by_column = vec![0i32; rows.len() * n];
+        for j in 0..n {
+            let col = &padded[j * stride..][..stride];
+            let out_j = &mut by_column[j * rows.len()..][..rows.len()];
+            out_j
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let r0 = rows.start + i * chunk;
+                    // SAFETY: AVX2 is present; rows r0.. hold whole blocks, `col` is
+                    // `stride` bytes.
+                    unsafe { avx2::fused_rows(w, &table, r0, col, out) };
+                    for (o, r) in out.iter_mut().zip(r0..) {
+                        for &c in &w.zeros[r] {
+                            *o -= i32::from(table[usize::from(w.code(r, c))]) * i32::from(col[c]);
+                        }
+                        *o -= zero * w.int_row_sums[r];
+                    }
+                });
+        }
+        for (r, out) in out.chunks_mut(n).enumerate() {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = by_column[j * rows.len() + r];
+            }
+        }
+        return Ok(());
+    }
     let tile_rows = (TILE_BYTES / stride).max(2);
     out.par_chunks_mut(chunk * n)
         .enumerate()
@@ -64,11 +102,8 @@ pub fn matmul_a8(
                 let tile = &mut tile[..count * stride];
                 rows_i8(cpu, w, &table, r0..r0 + count, tile, stride);
                 tile_product(cpu, tile, stride, x, n, out);
-                for (r, out) in out.chunks_mut(n).enumerate() {
-                    let sum: i32 = tile[r * stride..][..stride]
-                        .iter()
-                        .map(|&v| i32::from(v))
-                        .sum();
+                for (out, r) in out.chunks_mut(n).zip(r0..) {
+                    let sum = w.int_row_sums[r];
                     out.iter_mut().for_each(|o| *o -= zero * sum);
                 }
             }
@@ -100,6 +135,51 @@ fn tile_product(cpu: Cpu, tile: &[i8], stride: usize, x: &[u8], n: usize, out: &
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use crate::packed::{PackedWeights, BLOCK};
+
+    /// `out[i] = Σ_c table[code[r0 + i][c]] · x[c]` over whole blocks (exact zeros not
+    /// applied): 16 code bytes → 32 nibbles in one register → `pshufb` → `maddubs` with 32
+    /// activation bytes, two rows sharing each activation load.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fused_rows(
+        w: &PackedWeights,
+        table: &[i8; 16],
+        r0: usize,
+        x: &[u8],
+        out: &mut [i32],
+    ) {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let blocks = x.len() / BLOCK;
+        let decode = |row: *const u8, b: usize| {
+            let bytes = _mm_loadu_si128(row.add(b * BLOCK / 2).cast());
+            let nibbles = _mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes);
+            _mm256_shuffle_epi8(table, _mm256_and_si256(nibbles, mask))
+        };
+        let row = |r: usize| w.data.as_ptr().add(r * w.row_bytes);
+        let mut i = 0;
+        while i < out.len() {
+            let two = i + 1 < out.len();
+            let (a, b) = (row(r0 + i), row(r0 + i + usize::from(two)));
+            let (mut acc_a, mut acc_b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for k in 0..blocks {
+                let xv = _mm256_loadu_si256(x.as_ptr().add(k * BLOCK).cast());
+                let pa = _mm256_maddubs_epi16(xv, decode(a, k));
+                acc_a = _mm256_add_epi32(acc_a, _mm256_madd_epi16(pa, ones));
+                if two {
+                    let pb = _mm256_maddubs_epi16(xv, decode(b, k));
+                    acc_b = _mm256_add_epi32(acc_b, _mm256_madd_epi16(pb, ones));
+                }
+            }
+            out[i] = hsum(acc_a);
+            if two {
+                out[i + 1] = hsum(acc_b);
+            }
+            i += 2;
+        }
+    }
 
     /// R rows × C columns of dot products, 32 bytes at a time: `maddubs` (u8 × i8, pairs
     /// added into i16; no saturation as |w| ≤ 64), `madd` with ones into i32.

@@ -36,6 +36,8 @@ pub struct PackedWeights {
     pub(crate) data: Vec<u8>,
     pub(crate) table: Vec<f32>,
     pub(crate) ints: Option<IntTable>,
+    /// Per row, Σ of its integer weights (0 at the exact zeros): path A's zero-point term.
+    pub(crate) int_row_sums: Vec<i32>,
     pub(crate) row_scales: Vec<f32>,
     /// Per row, the columns whose weight is exactly 0, ascending.
     pub(crate) zeros: Vec<Vec<usize>>,
@@ -108,6 +110,7 @@ impl PackedWeights {
             data,
             table: table.to_vec(),
             ints: None,
+            int_row_sums: Vec::new(),
             row_scales: row_scales.to_vec(),
             zeros: vec![Vec::new(); rows],
         })
@@ -128,6 +131,7 @@ impl PackedWeights {
             z.sort_unstable();
             z.dedup();
         }
+        self.sum_int_rows();
         Ok(self)
     }
 
@@ -135,7 +139,21 @@ impl PackedWeights {
     pub fn with_ints(mut self, ints: IntTable) -> Result<PackedWeights> {
         check_ints(&ints, &self.table, self.bits)?;
         self.ints = Some(ints);
+        self.sum_int_rows();
         Ok(self)
+    }
+
+    fn sum_int_rows(&mut self) {
+        if self.ints.is_none() {
+            return;
+        }
+        self.int_row_sums = (0..self.rows)
+            .map(|r| {
+                (0..self.cols)
+                    .map(|c| self.int_weight(r, c).unwrap_or(0))
+                    .sum()
+            })
+            .collect();
     }
 
     /// Output rows.

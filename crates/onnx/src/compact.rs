@@ -214,6 +214,107 @@ impl Model {
         Ok(())
     }
 
+    /// The weights stored in compact form, read back from their initializers (what
+    /// [`Model::store_compact`] wrote): a weight `W` counts when a `W.mul` node produces it
+    /// from `W.codes`, `W.table`, `W.scales` and `W.shape` (and, optionally,
+    /// `W.zero_positions`). Each is checked as when it was stored.
+    pub fn compact_weights(&self) -> Result<Vec<CompactWeight>> {
+        let graph = self.graph()?;
+        let inits: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name(), t)).collect();
+        let mut out = Vec::new();
+        for mul in graph.node.iter().filter(|n| n.op_type() == "Mul") {
+            let Some(name) = mul.output.first() else {
+                continue;
+            };
+            if mul.name() != format!("{name}.mul") {
+                continue;
+            }
+            let part = |p: &str| -> Result<ConstTensor> {
+                let key = format!("{name}.{p}");
+                match inits.get(key.as_str()) {
+                    Some(t) => read_tensor(t, &key),
+                    None => Err(OnnxError::Initializer {
+                        name: name.clone(),
+                        msg: format!("compact weight without its {key} initializer"),
+                    }),
+                }
+            };
+            let ints = |t: ConstTensor, what: &str| -> Result<Vec<i64>> {
+                match t.data {
+                    ConstData::I64(v) => Ok(v),
+                    ConstData::F32(_) => Err(OnnxError::Initializer {
+                        name: format!("{name}.{what}"),
+                        msg: "expected integers".into(),
+                    }),
+                }
+            };
+            let floats = |t: ConstTensor, what: &str| -> Result<Vec<f32>> {
+                match t.data {
+                    ConstData::F32(v) => Ok(v),
+                    ConstData::I64(_) => Err(OnnxError::Initializer {
+                        name: format!("{name}.{what}"),
+                        msg: "expected floats".into(),
+                    }),
+                }
+            };
+            let codes_proto = inits.get(format!("{name}.codes").as_str()).copied();
+            let codes = ints(part("codes")?, "codes")?;
+            let table = floats(part("table")?, "table")?;
+            let scales = part("scales")?;
+            let scale_dims = scales.shape.clone();
+            let channel_scales = floats(scales, "scales")?;
+            let shape: Vec<usize> = ints(part("shape")?, "shape")?
+                .into_iter()
+                .map(|d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect();
+            let out_axis = scale_dims.iter().position(|&d| d != 1).unwrap_or(0);
+            let zeros = if inits.contains_key(format!("{name}.zero_positions").as_str()) {
+                ints(part("zero_positions")?, "zero_positions")?
+                    .into_iter()
+                    .map(|z| usize::try_from(z).unwrap_or(usize::MAX))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let uint4 = codes_proto.and_then(|t| t.data_type) == Some(DataType::Uint4 as i32);
+            let bits = match table.len() {
+                n if n.is_power_of_two() && n >= 4 => n.trailing_zeros(),
+                n => {
+                    return Err(OnnxError::Initializer {
+                        name: name.clone(),
+                        msg: format!("a table of {n} values is not 2^bits for 2..=8 bits"),
+                    })
+                }
+            };
+            if uint4 != (bits <= 4) {
+                return Err(OnnxError::Initializer {
+                    name: name.clone(),
+                    msg: format!(
+                        "{bits}-bit codes stored as {}",
+                        if uint4 { "UINT4" } else { "UINT8" }
+                    ),
+                });
+            }
+            let w = CompactWeight {
+                name: name.clone(),
+                bits,
+                codes: codes
+                    .into_iter()
+                    .map(|c| u8::try_from(c).unwrap_or(u8::MAX))
+                    .collect(),
+                table,
+                channel_scales,
+                shape,
+                out_axis,
+                zeros,
+            };
+            w.check()?;
+            out.push(w);
+        }
+        Ok(out)
+    }
+
     fn set_opset(&mut self, version: i64) {
         match self
             .proto
@@ -607,6 +708,7 @@ mod tests {
             );
             let bytes = model.to_bytes();
             let decoded = crate::decode(&bytes).unwrap();
+            assert_eq!(decoded.compact_weights().unwrap(), vec![w.clone()]);
             let folded = decoded.fold_constants().unwrap();
             let (shape, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
             assert_eq!(shape, w.shape);

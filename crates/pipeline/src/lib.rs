@@ -27,6 +27,7 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod options;
+pub mod packed;
 pub mod policy;
 pub mod progress;
 mod quantize;

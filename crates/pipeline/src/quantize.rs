@@ -195,7 +195,7 @@ pub fn quantize(
 /// The levels as sums of powers of two once multiplied by a common `top` (1, or a point of the
 /// universal set: SQ's subsets are normalised by their largest point), with the exponents of
 /// each; `None` when no such `top` makes every level a sum of at most [`MAX_LEVEL_TERMS`].
-fn level_terms(levels: &[f64], uset: &UniversalSet) -> Option<(f64, Vec<Vec<i32>>)> {
+pub(crate) fn level_terms(levels: &[f64], uset: &UniversalSet) -> Option<(f64, Vec<Vec<i32>>)> {
     // The normalisation's division is rounded: snap to a fine dyadic grid before splitting.
     const GRID: f64 = (1u64 << 40) as f64;
     let terms_at = |top: f64| -> Option<Vec<Vec<i32>>> {

@@ -3,9 +3,9 @@
 //! plan is built), shape inference (checked for the actual input shapes before
 //! a run starts) and execution on burn tensors.
 
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
-mod gemm;
+pub(crate) mod gemm;
 mod norm;
 mod pool;
 mod shape;
