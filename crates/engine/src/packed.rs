@@ -112,8 +112,16 @@ impl PackedStep {
 
 /// 8-bit codes of fake-quantized values `scale · (q − zero)`: `q = round(x / scale) + zero`.
 fn to_codes(x: &[f32], scale: f32, zero: u8) -> Vec<u8> {
-    x.iter()
-        .map(|&v| ((v / scale).round_ties_even() + f32::from(zero)).clamp(0.0, 255.0) as u8)
+    use rayon::prelude::*;
+    // Adding and subtracting 1.5 · 2^23 rounds half to even for |t| < 2^22 (the clamp keeps
+    // t there, NaN becomes 0): `round_ties_even` without its libm call.
+    const MAGIC: f32 = 12_582_912.0;
+    x.par_iter()
+        .with_min_len(1 << 14)
+        .map(|&v| {
+            let t = (v / scale).clamp(-512.0, 512.0);
+            (((t + MAGIC) - MAGIC) + f32::from(zero)).clamp(0.0, 255.0) as u8
+        })
         .collect()
 }
 
@@ -209,6 +217,15 @@ mod tests {
         let x: Vec<f32> = (-10..=245).map(|q| q as f32 * scale).collect();
         let codes = to_codes(&x, scale, zero);
         assert!(codes.iter().enumerate().all(|(i, &c)| usize::from(c) == i));
-        assert_eq!(to_codes(&[-100.0, 1e9], scale, zero), vec![0, 255]);
+        assert_eq!(
+            to_codes(&[-100.0, 1e9, f32::NAN], scale, zero),
+            vec![0, 255, 0]
+        );
+        // Halves go to the even neighbour, as ONNX Round does.
+        let halves: Vec<f32> = [0.5f32, 1.5, 2.5, -0.5, -1.5]
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        assert_eq!(to_codes(&halves, scale, zero), vec![10, 12, 12, 10, 8]);
     }
 }

@@ -127,11 +127,36 @@ impl ConvGeometry {
     }
 }
 
+/// Where each kernel tap of each output pixel reads in a channel plane: `y · w + x`, or
+/// `None` over the padding. The same for every channel and image, so computed once.
+fn tap_offsets(g: &ConvGeometry) -> Vec<Option<u32>> {
+    let [h, w] = g.in_hw;
+    let [oh, ow] = g.out_hw();
+    let [kh, kw] = g.kernel;
+    let mut taps = Vec::with_capacity(oh * ow * kh * kw);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ky in 0..kh {
+                let y = (oy * g.strides[0] + ky * g.dilations[0]).checked_sub(g.pads[0]);
+                for kx in 0..kw {
+                    let x = (ox * g.strides[1] + kx * g.dilations[1]).checked_sub(g.pads[1]);
+                    taps.push(match (y, x) {
+                        (Some(y), Some(x)) if y < h && x < w => u32::try_from(y * w + x).ok(),
+                        _ => None,
+                    });
+                }
+            }
+        }
+    }
+    taps
+}
+
 /// One image's rows of patches: `rows[p][k]` for output pixel `p` and weight column `k` of
-/// channels `c0..c0 + cg`, `fill` where the window is over the padding, rows `stride` long
-/// (the tail beyond K keeps `tail`).
+/// channels `c0..c0 + cg` (`k = c · kh · kw + tap`, the weight's own order), `fill` over the
+/// padding, rows `stride` long (the tail beyond K is left as it is).
 fn im2row<T: Copy>(
     g: &ConvGeometry,
+    taps: &[Option<u32>],
     image: &[T],
     c0: usize,
     fill: T,
@@ -139,26 +164,18 @@ fn im2row<T: Copy>(
     rows: &mut [T],
 ) {
     let [h, w] = g.in_hw;
-    let [oh, ow] = g.out_hw();
-    let [kh, kw] = g.kernel;
+    let per_pixel = g.kernel[0] * g.kernel[1];
     let cg = g.in_channels / g.groups;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let row = &mut rows[(oy * ow + ox) * stride..][..cg * kh * kw];
-            let mut k = 0;
-            for c in c0..c0 + cg {
-                let plane = &image[c * h * w..][..h * w];
-                for ky in 0..kh {
-                    let y = (oy * g.strides[0] + ky * g.dilations[0]).checked_sub(g.pads[0]);
-                    for kx in 0..kw {
-                        let x = (ox * g.strides[1] + kx * g.dilations[1]).checked_sub(g.pads[1]);
-                        row[k] = match (y, x) {
-                            (Some(y), Some(x)) if y < h && x < w => plane[y * w + x],
-                            _ => fill,
-                        };
-                        k += 1;
-                    }
-                }
+    let planes = &image[c0 * h * w..][..cg * h * w];
+    for (row, taps) in rows.chunks_mut(stride).zip(taps.chunks(per_pixel)) {
+        for (dst, plane) in row[..cg * per_pixel]
+            .chunks_mut(per_pixel)
+            .zip(planes.chunks(h * w))
+        {
+            for (d, &tap) in dst.iter_mut().zip(taps) {
+                *d = tap
+                    .and_then(|t| plane.get(t as usize).copied())
+                    .unwrap_or(fill);
             }
         }
     }
@@ -221,6 +238,7 @@ pub fn conv2d(
         }
         _ => None,
     };
+    let taps = tap_offsets(g);
     // One task per image and group: each output chunk is contiguous in NCHW.
     out.par_chunks_mut(rows_per_group * pixels)
         .enumerate()
@@ -232,7 +250,7 @@ pub fn conv2d(
                     let stride = a8_stride(cols);
                     let mut x = vec![0u8; pixels * stride];
                     let image = &codes[b * image_len..][..image_len];
-                    im2row(g, image, group * cg, zero, stride, &mut x);
+                    im2row(g, &taps, image, group * cg, zero, stride, &mut x);
                     let mut acc = vec![0i32; r.len() * pixels];
                     matmul_a8(cpu, w, r.clone(), &x, pixels, i32::from(zero), &mut acc)?;
                     let scales = scales.as_deref().unwrap_or_default();
@@ -250,7 +268,7 @@ pub fn conv2d(
                 (_, Activations::F32(input)) => {
                     let mut x = vec![0.0f32; pixels * cols];
                     let image = &input[b * image_len..][..image_len];
-                    im2row(g, image, group * cg, 0.0, cols, &mut x);
+                    im2row(g, &taps, image, group * cg, 0.0, cols, &mut x);
                     match path {
                         Path::F32(w) => matmul_f32(
                             cpu,
