@@ -178,6 +178,7 @@ pub fn quantize(
                     .and_then(|(_, v)| v.first().copied()),
             })
             .collect(),
+        cost: None,
     };
     model.set_metadata(METADATA_KEY, &record.to_json()?);
     let mut quantized = QuantizedModel {
