@@ -238,6 +238,9 @@ pub fn conv2d(
         }
         _ => None,
     };
+    if cg == 1 && rows_per_group == 1 {
+        return depthwise(cpu, path, g, input, bias, scales.as_deref(), out);
+    }
     let taps = tap_offsets(g);
     // One task per image and group: each output chunk is contiguous in NCHW.
     out.par_chunks_mut(rows_per_group * pixels)
@@ -288,6 +291,109 @@ pub fn conv2d(
             }
             Ok(())
         })?;
+    Ok(())
+}
+
+/// For each tap along one axis, the outputs whose input is inside the image: `(lo, hi,
+/// first input)` with input `first + (o − lo) · stride` for `o` in `lo..hi`.
+fn tap_spans(g: &ConvGeometry, axis: usize) -> Vec<(usize, usize, usize)> {
+    let (s, d, pad) = (g.strides[axis], g.dilations[axis], g.pads[axis]);
+    let (len, out) = (g.in_hw[axis], g.out_hw()[axis]);
+    (0..g.kernel[axis])
+        .map(|k| {
+            let offset = k * d; // input = o · s + offset − pad
+            let lo = pad.saturating_sub(offset).div_ceil(s).min(out);
+            let hi = (len + pad)
+                .saturating_sub(offset)
+                .div_ceil(s)
+                .clamp(lo, out);
+            (lo, hi, (lo * s + offset).saturating_sub(pad))
+        })
+        .collect()
+}
+
+/// One channel plane of a depthwise convolution, tap by tap over whole output rows (the
+/// inner loop runs along a row, which the compiler vectorises): `out += w[tap] · x` at the
+/// outputs whose input is inside the image. The float kernel and path B run this same code.
+fn depthwise_plane<T, W>(g: &ConvGeometry, w: &[W], x: &[T], out: &mut [W], mul: impl Fn(W, T) -> W)
+where
+    T: Copy,
+    W: Copy + std::ops::AddAssign,
+{
+    let (ys, xs) = (tap_spans(g, 0), tap_spans(g, 1));
+    let (iw, ow) = (g.in_hw[1], g.out_hw()[1]);
+    for (ky, &(y_lo, y_hi, y0)) in ys.iter().enumerate() {
+        for (kx, &(x_lo, x_hi, x0)) in xs.iter().enumerate() {
+            let wt = w[ky * g.kernel[1] + kx];
+            for oy in y_lo..y_hi {
+                let src = &x[(y0 + (oy - y_lo) * g.strides[0]) * iw..][..iw];
+                let dst = &mut out[oy * ow..][x_lo..x_hi];
+                if g.strides[1] == 1 {
+                    for (o, &v) in dst.iter_mut().zip(&src[x0..]) {
+                        *o += mul(wt, v);
+                    }
+                } else {
+                    for (i, o) in dst.iter_mut().enumerate() {
+                        *o += mul(wt, src[x0 + i * g.strides[1]]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise convolution (one input channel per group, one output channel each): a direct
+/// kernel per image and channel, no im2row (which would turn each channel into a one-row
+/// GEMM over 9 or 25 columns).
+fn depthwise(
+    cpu: Cpu,
+    path: Path,
+    g: &ConvGeometry,
+    input: Activations,
+    bias: Option<&[f32]>,
+    int8_scales: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
+    let channels = g.out_channels;
+    let taps = g.kernel[0] * g.kernel[1];
+    let plane_in = g.in_hw[0] * g.in_hw[1];
+    let plane_out = g.out_hw()[0] * g.out_hw()[1];
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let c = task % channels;
+            let add = bias.map_or(0.0, |b| b[c]);
+            match (path, input) {
+                (Path::Int8(w), Activations::U8 { codes, zero, .. }) => {
+                    let wt: Vec<i32> = (0..taps).map(|t| w.int_weight(c, t).unwrap_or(0)).collect();
+                    let x: Vec<i32> = codes[task * plane_in..][..plane_in]
+                        .iter()
+                        .map(|&q| i32::from(q) - i32::from(zero))
+                        .collect();
+                    let mut acc = vec![0i32; plane_out];
+                    depthwise_plane(g, &wt, &x, &mut acc, |w, v| w * v);
+                    let scale = int8_scales.map_or(0.0, |s| s[c]);
+                    for (o, &a) in out.iter_mut().zip(&acc) {
+                        *o = a as f32 * scale + add;
+                    }
+                }
+                (_, Activations::F32(x)) => {
+                    let mut decoded = vec![0.0f32; taps];
+                    let wt: &[f32] = match path {
+                        Path::F32(w) => &w[c * taps..][..taps],
+                        Path::PackedF32(w) | Path::Int8(w) => {
+                            crate::decode::rows_f32(cpu, w, c..c + 1, &mut decoded);
+                            &decoded
+                        }
+                    };
+                    out.fill(0.0);
+                    depthwise_plane(g, wt, &x[task * plane_in..][..plane_in], out, |w, v| w * v);
+                    out.iter_mut().for_each(|o| *o += add);
+                }
+                // Refused by `conv2d` before any work.
+                (_, Activations::U8 { .. }) => {}
+            }
+        });
     Ok(())
 }
 
