@@ -267,14 +267,33 @@ impl Plan {
             let Some(build) = ops::builder(node.domain(), node.op_type()) else {
                 unreachable!("unsupported operators were reported above")
             };
-            let (op, step_inputs) = {
+            let (op, step_inputs, mut extra_ops) = {
                 let mut ctx = NodeCtx::new(node, name.clone(), opset, &mut b);
                 let op = build(&mut ctx)?;
-                (op, ctx.inputs)
+                (op, ctx.inputs, ctx.extra.into_iter())
             };
             let output = b.new_slot(out);
+            let mut extra_steps = Vec::new();
             for (k, extra) in node.output.iter().enumerate().skip(1) {
-                if !extra.is_empty() {
+                if let Some(op) = extra_ops.next() {
+                    if extra.is_empty() {
+                        continue;
+                    }
+                    if b.slots.contains_key(extra) || b.consts.contains_key(extra) {
+                        return Err(node_err(
+                            &name,
+                            node.op_type(),
+                            format!("output {extra} is already produced elsewhere in the graph"),
+                        ));
+                    }
+                    extra_steps.push(Step {
+                        node: name.clone(),
+                        op_type: node.op_type().to_string(),
+                        op,
+                        inputs: step_inputs.clone(),
+                        output: b.new_slot(extra),
+                    });
+                } else if !extra.is_empty() {
                     b.unavailable.insert(
                         extra.clone(),
                         format!(
@@ -292,6 +311,7 @@ impl Plan {
                 inputs: step_inputs,
                 output,
             });
+            steps.extend(extra_steps);
         }
 
         // 4. Graph outputs.
