@@ -151,6 +151,38 @@ impl Value {
         }
     }
 
+    /// Elements `start .. start + len` along `axis`.
+    pub(crate) fn narrow(self, axis: usize, start: usize, len: usize) -> Value {
+        map_value!(self, t => t.narrow(axis, start, len))
+    }
+
+    /// The values (all of one rank, equal outside `axis`) joined along `axis`.
+    pub(crate) fn cat(values: Vec<Value>, axis: usize) -> Value {
+        let rank = values.first().map_or(1, Value::rank);
+        macro_rules! cat {
+            ($var:ident) => {
+                Value::$var(Tensor::cat(
+                    values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::$var(t) => t,
+                            _ => unreachable!("ranks checked by the caller"),
+                        })
+                        .collect(),
+                    axis,
+                ))
+            };
+        }
+        match rank {
+            1 => cat!(R1),
+            2 => cat!(R2),
+            3 => cat!(R3),
+            4 => cat!(R4),
+            5 => cat!(R5),
+            _ => cat!(R6),
+        }
+    }
+
     /// The rank-4 tensor inside (shape inference guarantees the rank).
     pub(crate) fn into_r4(self) -> Tensor<4> {
         match self {

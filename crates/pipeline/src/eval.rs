@@ -23,6 +23,9 @@ impl Runner {
     /// Plans `model` (every operator checked before any work); `pre` may name the input and
     /// output, else the model's single input and first output are used.
     pub fn new(model: &Model, pre: &Preprocess) -> Result<Runner> {
+        // A fixed batch size is relaxed where the graph allows (else run in chunks of it).
+        let relaxed = subsetq_engine::relax_batch(model)?;
+        let model = relaxed.as_ref().unwrap_or(model);
         let engine = Engine::new(Plan::from_model(model)?, &Device::flex())?;
         let plan = engine.plan();
         let input = match &pre.input {

@@ -140,6 +140,25 @@ pub fn run_tensors(model: &Model, inputs: &[NamedTensor]) -> Result<Vec<NamedTen
         .collect())
 }
 
+/// Runs the model at `model` on the `input_<i>.pb` files of `dir` (what `subsetq run` does).
+pub fn run_dir(model: &Path, dir: &Path) -> Result<Vec<NamedTensor>> {
+    let m = subsetq_onnx::load(model)?;
+    let inputs = read_numbered(dir, "input")?;
+    run_tensors(&m, &inputs).context_with(|| model.display().to_string())
+}
+
+/// The `prefix_<i>.pb` tensors of `dir`; an error when there are none.
+pub fn read_numbered(dir: &Path, prefix: &str) -> Result<Vec<NamedTensor>> {
+    let files = numbered_files(dir, prefix)?;
+    if files.is_empty() {
+        return Err(PipelineError::invalid(format!(
+            "{}: no {prefix}_0.pb",
+            dir.display()
+        )));
+    }
+    files.iter().map(|f| read_tensor_file(f)).collect()
+}
+
 /// How one output compares with its expected value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputCheck {

@@ -340,30 +340,9 @@ impl Concat {
 
     pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
         let rank = ins.first().map_or(1, Value::rank);
-        let axis = match norm_axis(self.axis, rank) {
-            Ok(a) => a,
+        match norm_axis(self.axis, rank) {
+            Ok(axis) => Value::cat(ins, axis),
             Err(e) => unreachable!("checked by shape inference: {e}"),
-        };
-        macro_rules! cat {
-            ($var:ident) => {
-                Value::$var(Tensor::cat(
-                    ins.into_iter()
-                        .map(|v| match v {
-                            Value::$var(t) => t,
-                            _ => unreachable!("ranks checked by shape inference"),
-                        })
-                        .collect(),
-                    axis,
-                ))
-            };
-        }
-        match rank {
-            1 => cat!(R1),
-            2 => cat!(R2),
-            3 => cat!(R3),
-            4 => cat!(R4),
-            5 => cat!(R5),
-            _ => cat!(R6),
         }
     }
 }
