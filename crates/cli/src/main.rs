@@ -10,6 +10,7 @@ mod eval;
 mod flags;
 mod output;
 mod quantize;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     /// Hardware cost of a compact quantized model: weight storage, and per image the shifts
     /// and adds of SQ against uniform multiplies, with an energy estimate.
     Cost(cost::CostArgs),
+    /// Run a model on serialized input tensors (ONNX test-case layout); --check compares with
+    /// the expected outputs.
+    Run(run::RunArgs),
     /// Benchmarks, each printing ratios measured in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Cost(args) => cost::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels::run(&args),

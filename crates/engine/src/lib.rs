@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod batch;
 mod error;
 mod ops;
 mod packed;
@@ -43,6 +44,7 @@ pub mod reconstruct;
 mod value;
 
 pub use backend::Backend;
+pub use batch::relax_batch;
 pub use burn_tensor;
 pub use error::{EngineError, Result};
 pub use ops::supported_ops;

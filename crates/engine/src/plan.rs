@@ -78,6 +78,9 @@ pub struct Plan {
     by_name: HashMap<String, Slot>,
     /// Per slot: index of the last step that reads it (`None`: never read).
     last_use: Vec<Option<usize>>,
+    /// The batch size every runtime input declares as its fixed first dimension, if they all
+    /// do (and agree): other batch sizes run in chunks of it.
+    fixed_batch: Option<usize>,
 }
 
 struct Builder {
@@ -271,14 +274,34 @@ impl Plan {
             let Some(build) = ops::builder(node.domain(), node.op_type()) else {
                 unreachable!("unsupported operators were reported above")
             };
-            let (op, step_inputs) = {
+            let (op, step_inputs, mut extra_ops) = {
                 let mut ctx = NodeCtx::new(node, name.clone(), opset, &mut b);
                 let op = build(&mut ctx)?;
-                (op, ctx.inputs)
+                (op, ctx.inputs, ctx.extra.into_iter())
             };
             let output = b.new_slot(out);
+            let mut extra_steps = Vec::new();
             for (k, extra) in node.output.iter().enumerate().skip(1) {
-                if !extra.is_empty() {
+                if let Some(op) = extra_ops.next() {
+                    if extra.is_empty() {
+                        continue;
+                    }
+                    if b.slots.contains_key(extra) || b.consts.contains_key(extra) {
+                        return Err(node_err(
+                            &name,
+                            node.op_type(),
+                            format!("output {extra} is already produced elsewhere in the graph"),
+                        ));
+                    }
+                    extra_steps.push(Step {
+                        node: name.clone(),
+                        op_type: node.op_type().to_string(),
+                        op,
+                        inputs: step_inputs.clone(),
+                        output: b.new_slot(extra),
+                        packed: None,
+                    });
+                } else if !extra.is_empty() {
                     b.unavailable.insert(
                         extra.clone(),
                         format!(
@@ -297,6 +320,7 @@ impl Plan {
                 output,
                 packed: None,
             });
+            steps.extend(extra_steps);
         }
 
         // 4. Graph outputs.
@@ -318,6 +342,14 @@ impl Plan {
             }
         }
         let by_name = b.slots;
+        let batches: Vec<Option<usize>> = inputs
+            .iter()
+            .map(|i| i.dims.as_ref().and_then(|d| d.first().copied().flatten()))
+            .collect();
+        let fixed_batch = match batches.first() {
+            Some(&Some(n)) if n > 0 && batches.iter().all(|&b| b == Some(n)) => Some(n),
+            _ => None,
+        };
         Ok(Plan {
             inputs,
             outputs,
@@ -326,6 +358,7 @@ impl Plan {
             names: b.names,
             by_name,
             last_use,
+            fixed_batch,
         })
     }
 
@@ -348,6 +381,60 @@ impl Plan {
                 inputs.len()
             ))),
         }
+    }
+
+    /// The batch size the model's inputs fix as their first dimension (every input the same),
+    /// if any. [`Engine::run`] runs other batch sizes in chunks of it.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
+    /// Whether the graph computes the same thing per sample at any batch size: with the first
+    /// dimension of every input at `b` and at `n`, every step's output has first dimension `b`
+    /// and `n` respectively, and the same other dimensions. `inputs` gives each input's
+    /// dimensions after the batch.
+    pub(crate) fn is_batch_polymorphic(
+        &self,
+        inputs: &[(&str, Vec<usize>)],
+        b: usize,
+        n: usize,
+    ) -> bool {
+        let at = |batch: usize| -> Option<Vec<Option<Vec<usize>>>> {
+            let given: Vec<(&str, Vec<usize>)> = inputs
+                .iter()
+                .map(|(name, rest)| {
+                    let mut d = vec![batch];
+                    d.extend(rest);
+                    (*name, d)
+                })
+                .collect();
+            self.infer(&given).ok()
+        };
+        let (Some(sb), Some(sn)) = (at(b), at(n)) else {
+            return false;
+        };
+        self.steps
+            .iter()
+            .all(|step| match (&sb[step.output], &sn[step.output]) {
+                (Some(x), Some(y)) => {
+                    x.len() == y.len() && x[0] == b && y[0] == n && x[1..] == y[1..]
+                }
+                _ => false,
+            })
+    }
+
+    /// The shape inferred for every named value at the given input shapes (for the batch
+    /// relaxation, which rewrites nodes by their input shapes).
+    pub(crate) fn shapes_by_name(
+        &self,
+        inputs: &[(&str, Vec<usize>)],
+    ) -> Result<HashMap<String, Vec<usize>>> {
+        let shapes = self.infer(inputs)?;
+        Ok(self
+            .by_name
+            .iter()
+            .filter_map(|(name, &slot)| shapes[slot].clone().map(|s| (name.clone(), s)))
+            .collect())
     }
 
     /// The graph outputs' names, in graph order.
@@ -627,6 +714,17 @@ impl Engine {
         mut times: Option<&mut Vec<StepTime>>,
     ) -> Result<Vec<Value>> {
         let plan = &self.plan;
+        if let Some(b) = plan.fixed_batch {
+            let firsts: Vec<Option<usize>> = inputs
+                .iter()
+                .map(|(_, v)| v.dims().first().copied())
+                .collect();
+            if let Some(&Some(n)) = firsts.first() {
+                if n != b && firsts.iter().all(|&f| f == Some(n)) {
+                    return self.execute_chunked(inputs, wanted, b, n, times);
+                }
+            }
+        }
         let mut keep = vec![false; plan.names.len()];
         let mut wanted_slots = Vec::with_capacity(wanted.len());
         for w in wanted {
@@ -691,6 +789,62 @@ impl Engine {
                 })
             })
             .collect()
+    }
+
+    /// Runs `n` samples through a graph whose inputs fix the batch at `b`: chunks of `b`
+    /// samples (the last one filled up with copies of its first sample), each wanted value cut
+    /// back to its real samples and joined along the batch axis. Every wanted value must have
+    /// the batch as its first axis.
+    fn execute_chunked(
+        &self,
+        inputs: &[(&str, Value)],
+        wanted: &[&str],
+        b: usize,
+        n: usize,
+        mut times: Option<&mut Vec<StepTime>>,
+    ) -> Result<Vec<Value>> {
+        if n == 0 {
+            return Err(EngineError::Graph(
+                "an empty batch (0 samples) was given".to_string(),
+            ));
+        }
+        let mut parts: Vec<Vec<Value>> = vec![Vec::new(); wanted.len()];
+        let mut start = 0;
+        while start < n {
+            let len = b.min(n - start);
+            let chunk: Vec<(&str, Value)> = inputs
+                .iter()
+                .map(|(name, v)| {
+                    let mut c = v.clone().narrow(0, start, len);
+                    if len < b {
+                        let fill = c.clone().narrow(0, 0, 1);
+                        let mut all = vec![c];
+                        all.extend(std::iter::repeat_n(fill, b - len));
+                        c = Value::cat(all, 0);
+                    }
+                    (*name, c)
+                })
+                .collect();
+            let outs = self.execute(&chunk, wanted, times.as_deref_mut())?;
+            for ((w, out), part) in wanted.iter().zip(outs).zip(parts.iter_mut()) {
+                if out.dims().first() != Some(&b) {
+                    return Err(EngineError::Graph(format!(
+                        "the model's inputs fix the batch at {b}, so {n} samples run in chunks \
+                         of {b}; but {w} has shape {:?}, without the batch as its first axis",
+                        out.dims()
+                    )));
+                }
+                part.push(if len < b { out.narrow(0, 0, len) } else { out });
+            }
+            start += len;
+        }
+        Ok(parts
+            .into_iter()
+            .map(|mut p| match p.len() {
+                1 => p.remove(0),
+                _ => Value::cat(p, 0),
+            })
+            .collect())
     }
 
     /// Convenience for a single-input model on the CPU: runs `data` (row-major,

@@ -145,6 +145,57 @@ impl Value {
         with_value!(self, t => reshape_tensor(t, shape))
     }
 
+    /// Broadcast to `shape` (same rank; only axes of size 1 grow; checked by shape inference).
+    pub(crate) fn expand(self, shape: &[usize]) -> Value {
+        macro_rules! to {
+            ($t:expr, $d:literal) => {{
+                let mut s = [0usize; $d];
+                s.copy_from_slice(shape);
+                $t.expand(s)
+            }};
+        }
+        match self {
+            Value::R1(t) => Value::R1(to!(t, 1)),
+            Value::R2(t) => Value::R2(to!(t, 2)),
+            Value::R3(t) => Value::R3(to!(t, 3)),
+            Value::R4(t) => Value::R4(to!(t, 4)),
+            Value::R5(t) => Value::R5(to!(t, 5)),
+            Value::R6(t) => Value::R6(to!(t, 6)),
+        }
+    }
+
+    /// Elements `start .. start + len` along `axis`.
+    pub(crate) fn narrow(self, axis: usize, start: usize, len: usize) -> Value {
+        map_value!(self, t => t.narrow(axis, start, len))
+    }
+
+    /// The values (all of one rank, equal outside `axis`) joined along `axis`.
+    pub(crate) fn cat(values: Vec<Value>, axis: usize) -> Value {
+        let rank = values.first().map_or(1, Value::rank);
+        macro_rules! cat {
+            ($var:ident) => {
+                Value::$var(Tensor::cat(
+                    values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::$var(t) => t,
+                            _ => unreachable!("ranks checked by the caller"),
+                        })
+                        .collect(),
+                    axis,
+                ))
+            };
+        }
+        match rank {
+            1 => cat!(R1),
+            2 => cat!(R2),
+            3 => cat!(R3),
+            4 => cat!(R4),
+            5 => cat!(R5),
+            _ => cat!(R6),
+        }
+    }
+
     /// The rank-4 tensor inside (shape inference guarantees the rank).
     pub(crate) fn into_r4(self) -> Tensor<4> {
         match self {
@@ -214,7 +265,17 @@ impl Value {
 /// first brought to the same rank. Shapes are checked by shape inference.
 pub(crate) fn broadcast_binary(a: Value, b: Value, f: BinaryFn) -> Value {
     let rank = a.rank().max(b.rank());
-    let (a, b) = (a.into_rank(rank), b.into_rank(rank));
+    let (mut a, mut b) = (a.into_rank(rank), b.into_rank(rank));
+    if f.needs_equal_shapes() && a.dims() != b.dims() {
+        let shape: Vec<usize> = a
+            .dims()
+            .iter()
+            .zip(b.dims())
+            .map(|(x, y)| (*x).max(y))
+            .collect();
+        a = a.expand(&shape);
+        b = b.expand(&shape);
+    }
     match (a, b) {
         (Value::R1(x), Value::R1(y)) => Value::R1(f.apply(x, y)),
         (Value::R2(x), Value::R2(y)) => Value::R2(f.apply(x, y)),
@@ -233,15 +294,26 @@ pub(crate) enum BinaryFn {
     Sub,
     Mul,
     Div,
+    Max,
+    Min,
+    Pow,
 }
 
 impl BinaryFn {
+    /// Whether burn's operation needs both operands at the output shape (no broadcasting).
+    fn needs_equal_shapes(self) -> bool {
+        matches!(self, BinaryFn::Max | BinaryFn::Min | BinaryFn::Pow)
+    }
+
     fn apply<const D: usize>(self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
         match self {
             BinaryFn::Add => x.add(y),
             BinaryFn::Sub => x.sub(y),
             BinaryFn::Mul => x.mul(y),
             BinaryFn::Div => x.div(y),
+            BinaryFn::Max => x.max_pair(y),
+            BinaryFn::Min => x.min_pair(y),
+            BinaryFn::Pow => x.powf(y),
         }
     }
 }

@@ -418,7 +418,16 @@ impl Model {
         let mut proto = self.proto.clone();
         let g = proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
         g.node = kept;
+        let dropped: HashSet<String> = g
+            .initializer
+            .iter()
+            .filter(|t| !read.contains(t.name()))
+            .map(|t| t.name().to_string())
+            .collect();
         g.initializer.retain(|t| read.contains(t.name()));
+        // An initializer also listed as a graph input (IR < 4 models do that) goes with it,
+        // else it would be left as an input nobody gives.
+        g.input.retain(|i| !dropped.contains(i.name()));
         for name in folded_outputs.iter().filter(|o| read.contains(*o)) {
             let t = &consts[name];
             g.initializer.push(match &t.data {

@@ -60,7 +60,7 @@ pub use blocks::Block;
 pub use compact::{CompactWeight, UINT4_OPSET};
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};
-pub use tensor::{read_tensor, ConstData, ConstTensor};
+pub use tensor::{decode_tensor, encode_tensor_f32, read_tensor, ConstData, ConstTensor};
 
 /// Protobuf types generated from the official `onnx.proto` (package `onnx`).
 ///

@@ -79,3 +79,30 @@ pub fn ort_reference(python: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The `onnx` wheel's backend test data (`onnx/backend/test/data/<folder>` inside the
+/// project venv's site-packages), or `None` (after printing why) when it is missing outside
+/// CI.
+///
+/// # Panics
+/// When it is missing and `CI=true`.
+pub fn onnx_backend_data(folder: &str) -> Option<PathBuf> {
+    let lib = root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.filter_map(|d| d.ok())
+            .map(|d| {
+                d.path()
+                    .join("site-packages/onnx/backend/test/data")
+                    .join(folder)
+            })
+            .find(|p| p.is_dir())
+    });
+    match found {
+        Some(p) => Some(p),
+        None => existing_or_skip(
+            lib.join("python3/site-packages/onnx/backend/test/data")
+                .join(folder),
+            " (the onnx wheel in the Python venv)",
+        ),
+    }
+}

@@ -32,6 +32,9 @@ impl Runner {
     /// [`Runner::new`] with the weight layers on `kernels`: [`Kernels::Packed`] runs a
     /// compact model's layers from their codes.
     pub fn with_kernels(model: &Model, pre: &Preprocess, kernels: Kernels) -> Result<Runner> {
+        // A fixed batch size is relaxed where the graph allows (else run in chunks of it).
+        let relaxed = subsetq_engine::relax_batch(model)?;
+        let model = relaxed.as_ref().unwrap_or(model);
         let mut plan = Plan::from_model(model)?;
         let packed = match kernels {
             Kernels::Float => None,

@@ -32,6 +32,7 @@ pub mod policy;
 pub mod progress;
 mod quantize;
 pub mod record;
+pub mod run;
 pub mod search;
 pub mod write;
 

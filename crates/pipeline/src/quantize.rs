@@ -47,8 +47,12 @@ pub fn quantize(
     opts.check(calib.is_some())?;
     // Weights in compact form, or computed by constant nodes, become initializers first.
     let model = model.fold_constants()?;
+    // A batch size fixed in the graph is made free where that computes the same per sample
+    // (else the engine runs chunks of it).
+    let relaxed = subsetq_engine::relax_batch(&model)?;
+    let model = relaxed.as_ref().unwrap_or(&model);
     let (float, fold) =
-        fold_batch_norm(&model).context_with(|| format!("{source}: folding batch norms"))?;
+        fold_batch_norm(model).context_with(|| format!("{source}: folding batch norms"))?;
     let mut model = float.clone();
     let layers = weight_layers(&model, source)?;
     let mut records = Vec::with_capacity(layers.len());

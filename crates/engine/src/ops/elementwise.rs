@@ -1,5 +1,6 @@
-//! Element-wise operators: `Relu`, `Clip`, `Add` / `Sub` / `Mul` / `Div`
-//! (numpy broadcasting), `Identity` / `Dropout` (inference: identity).
+//! Element-wise operators: `Relu`, `Clip`, `Add` / `Sub` / `Mul` / `Div` / `Pow`
+//! (numpy broadcasting, or opset < 7's axis-aligned broadcast), variadic `Sum` / `Mean` /
+//! `Max` / `Min`, `Identity` / `Dropout` (inference: identity).
 
 use burn_tensor::activation::relu;
 
@@ -102,8 +103,62 @@ impl Clip {
     }
 }
 
+/// A planned binary operator. `axis`: opset < 7 with `broadcast = 1` and an `axis`: the second
+/// operand's axes line up with the first's from `axis` on (not numpy's trailing alignment).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Binary {
+    pub f: BinaryFn,
+    axis: Option<i64>,
+}
+
+impl Binary {
+    /// The second operand's shape as it broadcasts against the first.
+    fn aligned(&self, a: &[usize], b: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let Some(axis) = self.axis else {
+            return Ok(b.to_vec());
+        };
+        let axis = if axis < 0 {
+            axis + a.len() as i64
+        } else {
+            axis
+        };
+        if axis < 0 || axis as usize + b.len() > a.len() {
+            return Err(format!(
+                "broadcast axis {axis} does not fit B {b:?} into A {a:?}"
+            ));
+        }
+        let mut s = b.to_vec();
+        s.extend(std::iter::repeat_n(1, a.len() - axis as usize - b.len()));
+        Ok(s)
+    }
+
+    pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        broadcast_shape(ins[0], &self.aligned(ins[0], ins[1])?)
+    }
+
+    pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
+        let mut it = ins.into_iter();
+        let (Some(a), Some(b)) = (it.next(), it.next()) else {
+            unreachable!("input count checked when the plan was built")
+        };
+        let b = match self.aligned(&a.dims(), &b.dims()) {
+            Ok(s) if s != b.dims() => b.reshape(&s),
+            _ => b,
+        };
+        broadcast_binary(a, b, self.f)
+    }
+}
+
 pub(crate) fn build_binary(ctx: &mut NodeCtx) -> Result<Op> {
-    ctx.only_attrs(&[])?;
+    let mut axis = None;
+    if ctx.opset < 7 {
+        ctx.only_attrs(&["broadcast", "axis", "consumed_inputs"])?;
+        if ctx.attr_int("broadcast", 0)? == 1 {
+            axis = ctx.attr_int_opt("axis")?;
+        }
+    } else {
+        ctx.only_attrs(&[])?;
+    }
     ctx.input_count(2, 2)?;
     ctx.single_output()?;
     let f = match ctx.op.as_str() {
@@ -111,19 +166,68 @@ pub(crate) fn build_binary(ctx: &mut NodeCtx) -> Result<Op> {
         "Sub" => BinaryFn::Sub,
         "Mul" => BinaryFn::Mul,
         "Div" => BinaryFn::Div,
+        "Pow" => BinaryFn::Pow,
         other => return Err(ctx.err(format!("{other} is not a binary operator"))),
     };
     ctx.tensor_input(0)?;
     ctx.tensor_input(1)?;
-    Ok(Op::Binary(f))
+    Ok(Op::Binary(Binary { f, axis }))
 }
 
-pub(crate) fn run_binary(f: BinaryFn, ins: Vec<Value>) -> Value {
-    let mut it = ins.into_iter();
-    let (Some(a), Some(b)) = (it.next(), it.next()) else {
-        unreachable!("input count checked when the plan was built")
+/// A planned `Sum`, `Mean`, `Max` or `Min` of one or more inputs (numpy broadcasting).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Variadic {
+    f: BinaryFn,
+    mean: bool,
+}
+
+pub(crate) fn build_variadic(ctx: &mut NodeCtx) -> Result<Op> {
+    if ctx.opset < 6 {
+        ctx.only_attrs(&["consumed_inputs"])?;
+    } else {
+        ctx.only_attrs(&[])?;
+    }
+    ctx.single_output()?;
+    let (f, mean) = match ctx.op.as_str() {
+        "Sum" => (BinaryFn::Add, false),
+        "Mean" => (BinaryFn::Add, true),
+        "Max" => (BinaryFn::Max, false),
+        "Min" => (BinaryFn::Min, false),
+        other => return Err(ctx.err(format!("{other} is not a variadic operator"))),
     };
-    broadcast_binary(a, b, f)
+    let n = ctx.node.input.len();
+    if n == 0 {
+        return Err(ctx.err("expects at least one input"));
+    }
+    for i in 0..n {
+        ctx.tensor_input(i)?;
+    }
+    Ok(Op::Variadic(Variadic { f, mean }))
+}
+
+impl Variadic {
+    pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        let mut out = ins[0].to_vec();
+        for x in &ins[1..] {
+            out = broadcast_shape(&out, x)?;
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
+        let n = ins.len();
+        let mut it = ins.into_iter();
+        let Some(mut acc) = it.next() else {
+            unreachable!("input count checked when the plan was built")
+        };
+        for x in it {
+            acc = broadcast_binary(acc, x, self.f);
+        }
+        if self.mean && n > 1 {
+            acc = map_value!(acc, t => t.div_scalar(n as f32));
+        }
+        acc
+    }
 }
 
 pub(crate) fn build_identity(ctx: &mut NodeCtx) -> Result<Op> {
@@ -158,6 +262,45 @@ pub(crate) fn run_identity(ins: Vec<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::broadcast_shape;
+
+    #[test]
+    fn variadic_sum_mean_max_min_broadcast() {
+        use super::*;
+        use burn_tensor::Device;
+        let d = Device::flex();
+        let a = || Value::from_f32(vec![1.0, -2.0, 3.0, 4.0], &[2, 2], &d).unwrap();
+        let b = || Value::from_f32(vec![0.5, 5.0], &[2], &d).unwrap();
+        let c = || Value::from_f32(vec![-1.0], &[1], &d).unwrap();
+        let run = |f, mean| Variadic { f, mean }.run(vec![a(), b(), c()]).to_vec();
+        assert_eq!(run(BinaryFn::Add, false), vec![0.5, 2.0, 2.5, 8.0]);
+        let mean: Vec<f32> = [0.5f32, 2.0, 2.5, 8.0].iter().map(|v| v / 3.0).collect();
+        assert_eq!(run(BinaryFn::Add, true), mean);
+        assert_eq!(run(BinaryFn::Max, false), vec![1.0, 5.0, 3.0, 5.0]);
+        assert_eq!(run(BinaryFn::Min, false), vec![-1.0, -2.0, -1.0, -1.0]);
+        let v = Variadic {
+            f: BinaryFn::Add,
+            mean: false,
+        };
+        assert_eq!(v.infer(&[&[2, 2], &[2], &[1]]).unwrap(), vec![2, 2]);
+        assert!(v.infer(&[&[2, 2], &[3]]).is_err());
+    }
+
+    #[test]
+    fn legacy_broadcast_aligns_at_axis() {
+        use super::*;
+        use burn_tensor::Device;
+        let d = Device::flex();
+        let bin = Binary {
+            f: BinaryFn::Add,
+            axis: Some(1),
+        };
+        // A [2, 3, 2], B [3] at axis 1: B runs along axis 1, not the last axis.
+        assert_eq!(bin.infer(&[&[2, 3, 2], &[3]]).unwrap(), vec![2, 3, 2]);
+        let a = Value::from_f32(vec![0.0; 12], &[2, 3, 2], &d).unwrap();
+        let b = Value::from_f32(vec![1.0, 2.0, 3.0], &[3], &d).unwrap();
+        let want = [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0];
+        assert_eq!(bin.run(vec![a, b]).to_vec(), want);
+    }
 
     #[test]
     fn numpy_broadcasting() {

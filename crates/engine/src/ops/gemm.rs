@@ -25,7 +25,12 @@ fn flag(ctx: &NodeCtx, name: &str) -> Result<bool> {
 }
 
 pub(crate) fn build_gemm(ctx: &mut NodeCtx) -> Result<Op> {
-    ctx.only_attrs(&["alpha", "beta", "transA", "transB"])?;
+    if ctx.opset < 7 {
+        // `broadcast` (opset < 7) allowed C to broadcast, which numpy rules always do here.
+        ctx.only_attrs(&["alpha", "beta", "transA", "transB", "broadcast"])?;
+    } else {
+        ctx.only_attrs(&["alpha", "beta", "transA", "transB"])?;
+    }
     ctx.input_count(2, 3)?;
     ctx.single_output()?;
     let g = Gemm {

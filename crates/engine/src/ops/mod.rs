@@ -3,11 +3,13 @@
 //! plan is built), shape inference (checked for the actual input shapes before
 //! a run starts) and execution on burn tensors.
 
+mod activation;
 pub(crate) mod conv;
 mod elementwise;
 pub(crate) mod gemm;
 mod norm;
 mod pool;
+mod reduce;
 mod shape;
 
 use std::collections::HashMap;
@@ -33,7 +35,18 @@ pub(crate) enum Op {
     Relu,
     Round,
     Clip(elementwise::Clip),
-    Binary(crate::value::BinaryFn),
+    Binary(elementwise::Binary),
+    Variadic(elementwise::Variadic),
+    Unary(activation::Unary),
+    PRelu(activation::PRelu),
+    Lrn(norm::Lrn),
+    InstanceNorm(norm::InstanceNorm),
+    Reduce(reduce::Reduce),
+    Squeeze(shape::Squeeze),
+    Slice(shape::Slice),
+    SplitPart(shape::SplitPart),
+    Gather(shape::Gather),
+    Expand(shape::Expand),
     Identity,
     MaxPool(pool::Pool),
     AveragePool(pool::Pool),
@@ -63,6 +76,9 @@ pub(crate) struct NodeCtx<'a> {
     attrs: HashMap<&'a str, &'a AttributeProto>,
     /// Runtime inputs of the planned step, in the order the op's `run` expects.
     pub inputs: Vec<Slot>,
+    /// Ops for the node's outputs 1, 2, … (same inputs), for multi-output operators (`Split`);
+    /// empty when only output 0 is computed.
+    pub extra: Vec<Op>,
 }
 
 type BuildFn = fn(&mut NodeCtx) -> Result<Op>;
@@ -81,6 +97,43 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("Sub", elementwise::build_binary),
     ("Mul", elementwise::build_binary),
     ("Div", elementwise::build_binary),
+    ("Pow", elementwise::build_binary),
+    ("Sum", elementwise::build_variadic),
+    ("Mean", elementwise::build_variadic),
+    ("Max", elementwise::build_variadic),
+    ("Min", elementwise::build_variadic),
+    ("Sigmoid", activation::build_unary),
+    ("Tanh", activation::build_unary),
+    ("Exp", activation::build_unary),
+    ("Log", activation::build_unary),
+    ("Neg", activation::build_unary),
+    ("Abs", activation::build_unary),
+    ("Sqrt", activation::build_unary),
+    ("Reciprocal", activation::build_unary),
+    ("Floor", activation::build_unary),
+    ("Ceil", activation::build_unary),
+    ("Softsign", activation::build_unary),
+    ("Softplus", activation::build_unary),
+    ("HardSwish", activation::build_unary),
+    ("HardSigmoid", activation::build_unary),
+    ("LeakyRelu", activation::build_unary),
+    ("Elu", activation::build_unary),
+    ("Selu", activation::build_unary),
+    ("PRelu", activation::build_prelu),
+    ("LRN", norm::build_lrn),
+    ("InstanceNormalization", norm::build_instance_norm),
+    ("LogSoftmax", norm::build_softmax),
+    ("ReduceMean", reduce::build_reduce),
+    ("ReduceSum", reduce::build_reduce),
+    ("ReduceMax", reduce::build_reduce),
+    ("ReduceMin", reduce::build_reduce),
+    ("Squeeze", shape::build_squeeze),
+    ("Unsqueeze", shape::build_squeeze),
+    ("Slice", shape::build_slice),
+    ("Split", shape::build_split),
+    ("Gather", shape::build_gather),
+    ("Expand", shape::build_expand),
+    ("Tile", shape::build_expand),
     ("Identity", elementwise::build_identity),
     ("Dropout", elementwise::build_identity),
     ("MaxPool", pool::build_max_pool),
@@ -127,6 +180,7 @@ impl<'a> NodeCtx<'a> {
             graph,
             attrs,
             inputs: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -327,7 +381,18 @@ impl Op {
             Op::BatchNorm(b) => b.infer(ins)?,
             Op::Softmax(s) => s.infer(ins)?,
             Op::Relu | Op::Round | Op::Clip(_) | Op::Identity => ins[0].to_vec(),
-            Op::Binary(_) => elementwise::broadcast_shape(ins[0], ins[1])?,
+            Op::Binary(b) => b.infer(ins)?,
+            Op::Variadic(v) => v.infer(ins)?,
+            Op::Unary(_) => ins[0].to_vec(),
+            Op::PRelu(p) => p.infer(ins)?,
+            Op::Lrn(l) => l.infer(ins)?,
+            Op::InstanceNorm(n) => n.infer(ins)?,
+            Op::Reduce(r) => r.infer(ins)?,
+            Op::Squeeze(s) => s.infer(ins)?,
+            Op::Slice(s) => s.infer(ins)?,
+            Op::SplitPart(s) => s.infer(ins)?,
+            Op::Gather(g) => g.infer(ins)?,
+            Op::Expand(e) => e.infer(ins)?,
             Op::MaxPool(p) | Op::AveragePool(p) => p.infer(ins)?,
             Op::GlobalAveragePool => pool::infer_global(ins)?,
             Op::Flatten(f) => f.infer(ins)?,
@@ -357,7 +422,18 @@ impl Op {
             Op::Relu => elementwise::run_relu(ins),
             Op::Round => elementwise::run_round(ins),
             Op::Clip(c) => c.run(ins),
-            Op::Binary(f) => elementwise::run_binary(*f, ins),
+            Op::Binary(b) => b.run(ins),
+            Op::Variadic(v) => v.run(ins),
+            Op::Unary(f) => f.run(ins),
+            Op::PRelu(p) => p.run(ins),
+            Op::Lrn(l) => l.run(ins),
+            Op::InstanceNorm(n) => n.run(ins),
+            Op::Reduce(r) => r.run(ins, out),
+            Op::Squeeze(_) => shape::run_reshape(ins, out),
+            Op::Slice(s) => s.run(ins),
+            Op::SplitPart(s) => s.run(ins),
+            Op::Gather(g) => g.run(ins, out),
+            Op::Expand(e) => e.run(ins, out),
             Op::Identity => elementwise::run_identity(ins),
             Op::MaxPool(p) => p.run_max(ins),
             Op::AveragePool(p) => p.run_avg(ins),

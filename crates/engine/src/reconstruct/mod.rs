@@ -269,6 +269,31 @@ fn hard_loss(
     Ok(sum / per)
 }
 
+/// Declares graph input `name` of `model` as a float tensor of shape `[batch, rest…]`.
+fn declare_input_shape(model: &mut Model, name: &str, batch: usize, rest: &[usize]) {
+    use subsetq_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
+    use subsetq_onnx::pb::{type_proto, TensorShapeProto, TypeProto};
+    let Some(graph) = model.proto.graph.as_mut() else {
+        return;
+    };
+    let dims = std::iter::once(batch)
+        .chain(rest.iter().copied())
+        .map(|d| Dimension {
+            value: Some(Dim::DimValue(d as i64)),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(vi) = graph.input.iter_mut().find(|v| v.name() == name) {
+        vi.r#type = Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(subsetq_onnx::pb::tensor_proto::DataType::Float as i32),
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        });
+    }
+}
+
 /// Reconstructs every block of `float` that holds one of `layers`, in graph order, writing
 /// the reconstructed weights into `quantized` (the same graph with the searched weights).
 /// Weights not in `layers` (first and last layers) keep their values in `quantized`.
@@ -304,7 +329,12 @@ pub fn reconstruct_model(
             run_samples(&quant_engine, &graph_input, calibration, &block.input, 64)?
         };
         let targets = run_samples(&float_engine, &graph_input, calibration, &block.output, 64)?;
-        let sub = quantized.extract_block(block)?;
+        let mut sub = quantized.extract_block(block)?;
+        if let Some(b) = float_engine.plan().fixed_batch() {
+            // The graph fixes its batch (and could not be relaxed): the block runs in chunks
+            // of it too, which needs the batch declared on its input.
+            declare_input_shape(&mut sub, &block.input, b, &inputs.shape);
+        }
         let block_layers: Vec<&LayerQuantizer> = block
             .weights
             .iter()
@@ -337,7 +367,6 @@ pub fn reconstruct_model(
                 })
             },
         )?;
-        let mut sub = sub;
         for (l, p) in block_layers.iter().zip(&learned) {
             let w = l.quantized(p)?;
             quantized.set_initializer_f32(&l.name, &w)?;
