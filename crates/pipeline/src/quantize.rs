@@ -46,7 +46,7 @@ pub fn quantize(
     let search = &opts.search;
     opts.check(calib.is_some())?;
     // Weights in compact form, or computed by constant nodes, become initializers first.
-    let model = model.fold_constants()?;
+    let model = model.fold_constants().context_with(|| source.to_string())?;
     let (float, fold) =
         fold_batch_norm(&model).context_with(|| format!("{source}: folding batch norms"))?;
     let mut model = float.clone();
