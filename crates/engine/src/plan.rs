@@ -184,7 +184,9 @@ impl Plan {
     /// non-constant shape / pads / clip bounds, values used before they are
     /// produced. No tensor is computed.
     pub fn from_model(model: &Model) -> Result<Plan> {
-        // Weights in compact form (codes, table, scales) become float constants first.
+        // A known opset and a well-formed graph; then weights in compact form (codes, table,
+        // scales) become float constants.
+        model.validate()?;
         let folded = model.fold_constants()?;
         let model = &folded;
         let graph = model.graph()?;

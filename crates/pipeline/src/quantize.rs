@@ -46,7 +46,7 @@ pub fn quantize(
     let search = &opts.search;
     opts.check(calib.is_some())?;
     // Weights in compact form, or computed by constant nodes, become initializers first.
-    let model = model.fold_constants()?;
+    let model = model.fold_constants().context_with(|| source.to_string())?;
     // A batch size fixed in the graph is made free where that computes the same per sample
     // (else the engine runs chunks of it).
     let relaxed = subsetq_engine::relax_batch(&model)?;
