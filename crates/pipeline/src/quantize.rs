@@ -49,7 +49,7 @@ pub fn quantize(
     let model = model.fold_constants().context_with(|| source.to_string())?;
     // A batch size fixed in the graph is made free where that computes the same per sample
     // (else the engine runs chunks of it).
-    let relaxed = subsetq_engine::relax_batch(&model)?;
+    let relaxed = subsetq_engine::relax_batch(&model).context_with(|| source.to_string())?;
     let model = relaxed.as_ref().unwrap_or(&model);
     let (float, fold) =
         fold_batch_norm(model).context_with(|| format!("{source}: folding batch norms"))?;
