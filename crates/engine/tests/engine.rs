@@ -386,13 +386,13 @@ fn unsupported_operator_is_reported_before_any_work() {
     let mut m = small_net();
     let g = m.proto.graph.as_mut().expect("graph");
     g.node
-        .insert(2, node("LeakyRelu", "leaky", &["n1"], "n1b", vec![]));
+        .insert(2, node("GridSample", "grid", &["n1"], "n1b", vec![]));
     g.node.push(node("Resize", "", &["probs"], "z", vec![]));
     let err = Plan::from_model(&m).expect_err("must fail");
     let msg = err.to_string();
     assert!(matches!(err, EngineError::Unsupported { .. }));
     assert!(
-        msg.contains("node leaky: unsupported operator LeakyRelu"),
+        msg.contains("node grid: unsupported operator GridSample"),
         "{msg}"
     );
     assert!(msg.contains("1 more"), "{msg}");
@@ -402,7 +402,7 @@ fn unsupported_operator_is_reported_before_any_work() {
     assert_eq!(
         msg,
         format!(
-            "node leaky: unsupported operator LeakyRelu (and 1 more unsupported node); \
+            "node grid: unsupported operator GridSample (and 1 more unsupported node); \
              supported: {supported}"
         )
     );
