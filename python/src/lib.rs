@@ -20,6 +20,7 @@ use subsetq_engine::Backend;
 use subsetq_onnx::Model;
 use subsetq_pipeline::data::{calibration, load_data, samples_from_array, PreprocessOverrides};
 use subsetq_pipeline::eval::{Agreement, Runner, Scores};
+use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
 use subsetq_pipeline::progress::{Bar, Progress};
 use subsetq_pipeline::search::search_model;
 use subsetq_pipeline::write::refuse_to_overwrite_input;
@@ -319,7 +320,7 @@ fn search<'py>(
     model, output=None, *, bits=4, quantizer="sq", granularity="channel", calib=None,
     calib_size=256, iters=500, batch=32, lr=None, seed=0, abits=None, weights="codes",
     uset="paper", method="fast", first_last_bits=8, preprocess=None, device="cpu",
-    progress=None,
+    avg_bits=None, size_budget=None, progress=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
@@ -342,8 +343,25 @@ fn quantize<'py>(
     first_last_bits: i128,
     preprocess: Option<PathBuf>,
     device: &str,
+    avg_bits: Option<f64>,
+    size_budget: Option<i128>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let budget = match (avg_bits, size_budget) {
+        (Some(_), Some(_)) => {
+            return Err(PyValueError::new_err(
+                "give avg_bits or size_budget, not both",
+            ))
+        }
+        (Some(a), None) => Some(BitBudget::AvgBits(a)),
+        (None, Some(b)) => Some(BitBudget::Bytes(in_range(
+            "size_budget",
+            b,
+            1,
+            i128::from(u64::MAX),
+        )?)),
+        (None, None) => None,
+    };
     let model = ModelArg::from_arg(model, "model")?;
     let granularity: Granularity = granularity.parse().map_err(|e| to_py_err(&e))?;
     let opts = QuantizeOptions {
@@ -368,6 +386,7 @@ fn quantize<'py>(
         abits: abits.map(|b| in_range("abits", b, 2, 16)).transpose()?,
         preprocess: None,
         weights: weights.parse::<WeightForm>().map_err(|e| to_py_err(&e))?,
+        mixed: budget.map(MixedOptions::new),
     };
     let calib = calib
         .filter(|c| !c.is_none())

@@ -234,6 +234,7 @@ fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
                 abits,
                 preprocess: Some(pre.clone()),
                 weights: WeightForm::Float,
+                mixed: None,
             };
             let name = row_name(granularity, q, recon, abits);
             let t0 = Instant::now();

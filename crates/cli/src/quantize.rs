@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use subsetq_pipeline::data::calibration;
+use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::refuse_to_overwrite_input;
 use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer, WeightForm};
@@ -44,6 +45,20 @@ pub struct QuantizeArgs {
     /// scales, decoded by standard operators: the small model) or float (float32 values).
     #[arg(long, value_enum, default_value_t = WeightForm::Codes)]
     weights: WeightForm,
+    /// Mixed precision: choose each middle layer's bits from --bit-choices so that their mean
+    /// is at most this, least total output error (each layer's measured on the calibration
+    /// images). Needs --calib.
+    #[arg(long, conflicts_with = "size_budget")]
+    avg_bits: Option<f64>,
+    /// Mixed precision: as --avg-bits, for a budget of bytes of codes over all weight layers
+    /// (the first and last at --first-last-bits included).
+    #[arg(long)]
+    size_budget: Option<u64>,
+    /// The bits a middle layer may get under --avg-bits / --size-budget (SQ where the
+    /// universal set has the levels, else uniform).
+    #[arg(long, value_delimiter = ',', default_values_t = [2u32, 3, 4, 8],
+          value_parser = clap::value_parser!(u32).range(2..=8))]
+    bit_choices: Vec<u32>,
     #[command(flatten)]
     recon: ReconArgs,
     #[command(flatten)]
@@ -58,6 +73,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         abits: args.abits,
         preprocess: None,
         weights: args.weights,
+        mixed: budget(args),
     };
     opts.check(args.calib.is_some())?;
     refuse_to_overwrite_input(&args.output, &args.model)?;
@@ -94,6 +110,13 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
             b.seconds
         );
     }
+    if let Some(m) = &q.record.mixed {
+        println!(
+            "mixed precision ({}): middle layers at {:.3} bits on average ({} of {} bits), \
+             predicted output error {:.4e}",
+            m.budget, m.avg_bits, m.used_bits, m.budget_bits, m.predicted_error
+        );
+    }
     for r in &q.record.layers {
         println!(
             "{:<40} {:>2}-bit {:<12} error {:.4}",
@@ -107,4 +130,19 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         q.record.folded_batch_norms
     );
     Ok(())
+}
+
+fn budget(args: &QuantizeArgs) -> Option<MixedOptions> {
+    let budget = match (args.avg_bits, args.size_budget) {
+        (Some(a), _) => BitBudget::AvgBits(a),
+        (None, Some(b)) => BitBudget::Bytes(b),
+        (None, None) => return None,
+    };
+    let mut choices = args.bit_choices.clone();
+    choices.sort_unstable();
+    choices.dedup();
+    Some(MixedOptions {
+        choices,
+        ..MixedOptions::new(budget)
+    })
 }

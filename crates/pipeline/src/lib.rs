@@ -26,6 +26,7 @@ pub mod cost;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod mixed;
 pub mod options;
 pub mod packed;
 pub mod policy;

@@ -9,6 +9,7 @@ use subsetq_engine::reconstruct::paper_lr;
 use subsetq_engine::Backend;
 
 use crate::error::{PipelineError, Result};
+use crate::mixed::MixedOptions;
 
 /// The quantizer of every weight layer but the first and last (see [`crate::policy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +237,9 @@ pub struct QuantizeOptions {
     pub preprocess: Option<Preprocess>,
     /// How the written model stores its weights.
     pub weights: WeightForm,
+    /// Choose each middle layer's bits under a size budget instead of `search.bits` for all
+    /// ([`crate::mixed`]); needs calibration data.
+    pub mixed: Option<MixedOptions>,
 }
 
 impl QuantizeOptions {
@@ -248,6 +252,7 @@ impl QuantizeOptions {
             abits: None,
             preprocess: None,
             weights: WeightForm::Codes,
+            mixed: None,
         }
     }
 
@@ -258,6 +263,12 @@ impl QuantizeOptions {
         if self.abits.is_some() && !has_calibration {
             return Err(PipelineError::invalid(
                 "--abits needs --calib: activation ranges come from calibration data",
+            ));
+        }
+        if self.mixed.is_some() && !has_calibration {
+            return Err(PipelineError::invalid(
+                "--avg-bits / --size-budget need --calib: each layer's error is measured on \
+                 calibration data",
             ));
         }
         if has_calibration {

@@ -9,7 +9,8 @@ use subsetq_engine::{Backend, Engine, Plan};
 use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
 use crate::error::{Context, PipelineError, Result};
-use crate::options::{Granularity, QuantizeOptions, WeightForm};
+use crate::mixed::{allocate, bits_of, quantizer_at};
+use crate::options::{Granularity, QuantizeOptions, SearchOptions, WeightForm};
 use crate::progress::{report, OnProgress};
 use crate::record::{
     ActivationRecord, BlockRecord, LayerRecord, QuantizedRecord, ReconstructionRecord,
@@ -57,9 +58,25 @@ pub fn quantize(
     let layers = weight_layers(&model, source)?;
     let mut records = Vec::with_capacity(layers.len());
     let mut learnable = Vec::new();
+    let mixed = match (&opts.mixed, calib) {
+        (Some(m), Some(samples)) => Some(
+            allocate(&float, &layers, opts, m, samples, on_progress)
+                .context_with(|| format!("{source}: mixed precision"))?,
+        ),
+        _ => None,
+    };
     for (i, layer) in layers.iter().enumerate() {
         report(on_progress, "search", i, layers.len(), &layer.name);
-        let choice = choose(layer, search, opts.quantizer)?;
+        let choice = match mixed.as_ref().and_then(|m| bits_of(m, &layer.name)) {
+            Some(bits) => {
+                let at = SearchOptions {
+                    bits,
+                    ..search.clone()
+                };
+                choose(layer, &at, quantizer_at(bits, search, opts.quantizer))?
+            }
+            None => choose(layer, search, opts.quantizer)?,
+        };
         model
             .set_initializer_f32(&layer.name, &choice.dequantized())
             .context_with(|| format!("layer {}", layer.name))?;
@@ -108,7 +125,12 @@ pub fn quantize(
         }
         _ => Vec::new(),
     };
-    let settings = opts.recon.settings(search.bits);
+    // Mixed precision learns at the rate of its narrowest layers.
+    let narrowest = mixed
+        .as_ref()
+        .and_then(|m| m.layers.iter().map(|c| c.bits).min())
+        .unwrap_or(search.bits);
+    let settings = opts.recon.settings(narrowest);
     let mut blocks = Vec::new();
     if let Some(samples) = calib {
         blocks = reconstruct_model(&float, &mut model, &learnable, samples, &settings, |p| {
@@ -182,6 +204,7 @@ pub fn quantize(
                     .and_then(|(_, v)| v.first().copied()),
             })
             .collect(),
+        mixed,
         cost: None,
     };
     model.set_metadata(METADATA_KEY, &record.to_json()?);
