@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Mixed precision against uniform bit-widths at the same size of codes (issue 12 item 4): for
-# each budget, `subsetq quantize` at uniform W (every middle layer W bits) and at --avg-bits W
-# (each middle layer's bits from {2, 3, 4, 8}, mean W), both with reconstruction on the same
-# calibration images, then `subsetq eval --compare` against the FP32 model on held-out images.
+# each W, `subsetq quantize` at uniform W bits (every middle layer), then with --size-budget set
+# to that model's bytes of codes (each middle layer's bits from {2, 3, 4, 8}), both with
+# reconstruction on the same calibration images, then `subsetq eval --compare` against the FP32
+# model. (At W2 the budget leaves no choice: 2 bits is the narrowest.)
 #
 #   bash scripts/mixed-precision.sh fashion-resnet|efficientnet-lite0 [BITS...] [-- QUANTIZE FLAGS]
 #
@@ -19,7 +20,7 @@ BITS=()
 while [[ $# -gt 0 && $1 != -- ]]; do BITS+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
 EXTRA=("$@")
-[[ ${#BITS[@]} -gt 0 ]] || BITS=(2 3 4)
+[[ ${#BITS[@]} -gt 0 ]] || BITS=(3 4)
 BIN=target/release/subsetq
 [[ -x $BIN ]] || cargo build --release -p subsetq-cli
 case $MODEL in
@@ -39,7 +40,16 @@ printf '%-8s %-10s %10s %12s %8s %10s %8s\n' budget method "mean bits" "code byt
 for b in "${BITS[@]}"; do
     for method in uniform mixed; do
         name=$OUT/w$b-$method
-        if [[ $method == uniform ]]; then flags=(--bits "$b"); else flags=(--avg-bits "$b"); fi
+        if [[ $method == uniform ]]; then
+            flags=(--bits "$b")
+        else
+            # The same bytes of codes as the uniform model just written.
+            flags=(--size-budget "$(.venv/bin/python -c "
+import json, math, onnx, sys
+meta = {p.key: p.value for p in onnx.load(sys.argv[1]).metadata_props}
+print(sum(l['bits'] * math.prod(l['shape']) for l in json.loads(meta['subsetq'])['layers']) // 8)
+" "$OUT/w$b-uniform.onnx")")
+        fi
         start=$(date +%s.%N)
         "$BIN" quantize "$FP32" -o "$name.onnx" "${flags[@]}" --calib "$CALIB" "${EXTRA[@]}" > "$name.log"
         secs=$(echo "$(date +%s.%N) - $start" | bc)

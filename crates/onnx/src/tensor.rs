@@ -254,6 +254,29 @@ pub(crate) fn tensor_f32(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
     Ok((c.shape, v))
 }
 
+/// Decodes a serialized `TensorProto` (an ONNX test's `input_0.pb`); `origin` names the bytes
+/// in errors.
+pub fn decode_tensor(bytes: &[u8], origin: &str) -> Result<TensorProto> {
+    use prost::Message;
+    TensorProto::decode(bytes).map_err(|source| OnnxError::Decode {
+        origin: origin.to_string(),
+        source,
+    })
+}
+
+/// A serialized FLOAT `TensorProto` named `name` (raw little-endian data).
+pub fn encode_tensor_f32(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
+    use prost::Message;
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: shape.iter().map(|&d| d as i64).collect(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,27 +432,4 @@ mod tests {
         t.segment = Some(Default::default());
         assert!(msg(tensor_f32(&t)).contains("segmented"));
     }
-}
-
-/// Decodes a serialized `TensorProto` (an ONNX test's `input_0.pb`); `origin` names the bytes
-/// in errors.
-pub fn decode_tensor(bytes: &[u8], origin: &str) -> Result<TensorProto> {
-    use prost::Message;
-    TensorProto::decode(bytes).map_err(|source| OnnxError::Decode {
-        origin: origin.to_string(),
-        source,
-    })
-}
-
-/// A serialized FLOAT `TensorProto` named `name` (raw little-endian data).
-pub fn encode_tensor_f32(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
-    use prost::Message;
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: shape.iter().map(|&d| d as i64).collect(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
