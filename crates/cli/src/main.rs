@@ -10,6 +10,7 @@ mod eval;
 mod flags;
 mod output;
 mod quantize;
+mod report;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ enum Command {
     /// Run a model on serialized input tensors (ONNX test-case layout); --check compares with
     /// the expected outputs.
     Run(run::RunArgs),
+    /// One self-contained HTML page: weight histograms with the chosen points, per-layer
+    /// errors of every quantizer, accuracy against bits and size (with --data), hardware cost.
+    Report(report::ReportArgs),
     /// Benchmarks, each printing ratios measured in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels::run(&args),

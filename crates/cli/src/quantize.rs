@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use subsetq_pipeline::data::calibration;
 use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
 use subsetq_pipeline::progress::Bar;
@@ -59,6 +59,10 @@ pub struct QuantizeArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [2u32, 3, 4, 8],
           value_parser = clap::value_parser!(u32).range(2..=8))]
     bit_choices: Vec<u32>,
+    /// Also write the HTML report of the input model at these bits here (as `subsetq report`
+    /// without --data).
+    #[arg(long)]
+    report: Option<PathBuf>,
     #[command(flatten)]
     recon: ReconArgs,
     #[command(flatten)]
@@ -77,6 +81,9 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     };
     opts.check(args.calib.is_some())?;
     refuse_to_overwrite_input(&args.output, &args.model)?;
+    if let Some(report) = &args.report {
+        refuse_to_overwrite_input(report, &args.model)?;
+    }
     let model = load_model(&args.model)?;
     // Calibration needs preprocessing; without calibration it is carried along when known.
     opts.preprocess = match &args.calib {
@@ -99,6 +106,21 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     )?;
     bar.finish();
     q.save(&args.output)?;
+    if let Some(path) = &args.report {
+        let name = args.model.display().to_string();
+        let report = subsetq_report::build(
+            &model,
+            &name,
+            &opts.search,
+            opts.preprocess.as_ref(),
+            None,
+            &mut |p| bar.update(p),
+        )?;
+        bar.finish();
+        subsetq_onnx::write_atomically(path, report.html()?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     for b in &q.blocks {
         println!(
             "block {} -> {} ({}): output loss {:.4e} -> {:.4e} ({:.1} s)",

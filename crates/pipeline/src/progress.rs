@@ -23,7 +23,7 @@ pub type OnProgress<'a> = &'a mut dyn FnMut(&Progress);
 pub fn quiet(_: &Progress) {}
 
 /// Reports progress of one stage.
-pub(crate) fn report(
+pub fn report(
     on: &mut dyn FnMut(&Progress),
     stage: &str,
     done: usize,
