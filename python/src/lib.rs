@@ -21,6 +21,7 @@ use subsetq_onnx::Model;
 use subsetq_pipeline::data::{calibration, load_data, samples_from_array, PreprocessOverrides};
 use subsetq_pipeline::eval::{Agreement, Runner, Scores};
 use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
+use subsetq_pipeline::packed::Kernels;
 use subsetq_pipeline::progress::{Bar, Progress};
 use subsetq_pipeline::search::search_model;
 use subsetq_pipeline::write::refuse_to_overwrite_input;
@@ -452,7 +453,7 @@ fn first_samples(
 #[pyfunction]
 #[pyo3(signature = (
     model, images, labels=None, *, compare=None, batch=100, limit=None, preprocess=None,
-    progress=None,
+    kernels="float", progress=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn evaluate<'py>(
@@ -464,10 +465,12 @@ fn evaluate<'py>(
     batch: i128,
     limit: Option<i128>,
     preprocess: Option<PathBuf>,
+    kernels: &str,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let model = ModelArg::from_arg(model, "model")?;
     let images = ImagesArg::from_arg(images, "images")?;
+    let kernels: Kernels = kernels.parse().map_err(|e| to_py_err(&e))?;
     let labels = labels
         .filter(|l| !l.is_none())
         .map(extract_labels)
@@ -492,7 +495,7 @@ fn evaluate<'py>(
                 .unwrap_or_else(|| Preprocess::new(Color::Gray)),
         };
         // Plan both models before loading data: a bad model fails fast.
-        let runner = Runner::new(&loaded, &pre).context_with(|| model.name())?;
+        let runner = Runner::with_kernels(&loaded, &pre, kernels).context_with(|| model.name())?;
         let other = match &compare {
             Some(m) => Some((
                 Runner::new(&m.load()?, &pre).context_with(|| m.name())?,
@@ -538,6 +541,9 @@ fn evaluate<'py>(
             "top1": scores.map(|s| s.top1),
             "top5": scores.map(|s| s.top5),
             "seconds": seconds,
+            "images_per_second": data.n as f64 / seconds,
+            "kernels": kernels.name(),
+            "packed": runner.packed().map(|p| serde_json::json!({"int8": p.int8, "f32": p.f32})),
         });
         if let (Some((other, name)), Some(map)) = (&other, doc.as_object_mut()) {
             let started = Instant::now();
@@ -555,6 +561,7 @@ fn evaluate<'py>(
                     "top1": scores.map(|s| s.top1),
                     "top5": scores.map(|s| s.top5),
                     "seconds": seconds,
+                    "images_per_second": data.n as f64 / seconds,
                 }),
             );
             if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(agree) {

@@ -125,6 +125,8 @@ def quantize(
     first_last_bits: int = 8,
     preprocess: Optional[PathLike] = None,
     device: str = "cpu",
+    avg_bits: Optional[float] = None,
+    size_budget: Optional[int] = None,
     progress: ProgressArg = True,
 ) -> bytes:
     """Quantizes a model; returns the quantized ONNX model's bytes.
@@ -162,6 +164,10 @@ def quantize(
             read from files, instead of the model's sidecar.
         device: where reconstruction computes: ``cpu``, or ``cuda`` (a build with the
             ``cuda`` feature).
+        avg_bits: mixed precision: each middle layer's bits from {2, 3, 4, 8}, their mean at
+            most this, least summed output error (measured on ``calib``, which it needs).
+        size_budget: mixed precision for a budget of bytes of codes over all weight layers
+            (instead of ``avg_bits``).
         progress: see the module's documentation.
     """
     return _subsetq.quantize(
@@ -183,6 +189,8 @@ def quantize(
         first_last_bits=first_last_bits,
         preprocess=_path(preprocess),
         device=device,
+        avg_bits=avg_bits,
+        size_budget=size_budget,
         progress=progress,
     )
 
@@ -195,13 +203,16 @@ def evaluate(
     batch: int = 100,
     limit: Optional[int] = None,
     preprocess: Optional[PathLike] = None,
+    kernels: str = "float",
     progress: ProgressArg = True,
 ) -> Dict[str, Any]:
     """Runs a model on images: top-1 / top-5 and, with ``compare``, a second model's agreement.
 
     As ``subsetq eval MODEL --data IMAGES --json``, the same keys: ``model``, ``data``, ``n``,
-    ``top1`` and ``top5`` in percent (``None`` without labels), ``seconds``; with
-    ``compare`` also ``compare`` (its ``model``, ``top1``, ``top5``, ``seconds``),
+    ``top1`` and ``top5`` in percent (``None`` without labels), ``seconds``,
+    ``images_per_second``, ``kernels``, ``packed`` (the layers on each packed path, or
+    ``None``); with ``compare`` also ``compare`` (its ``model``, ``top1``, ``top5``,
+    ``seconds``, ``images_per_second``),
     ``agreement_top1``, ``top5_overlap`` (percent), ``output_mse`` and ``max_abs_diff``.
 
     Args:
@@ -213,6 +224,7 @@ def evaluate(
         batch: images per forward pass, 1..=100000.
         limit: use only the first N images.
         preprocess: a preprocessing file instead of the model's sidecar.
+        kernels: ``float``, or ``packed``: a compact model's layers run from their codes.
         progress: see the module's documentation.
     """
     if labels is not None:
@@ -228,5 +240,6 @@ def evaluate(
         batch=batch,
         limit=limit,
         preprocess=_path(preprocess),
+        kernels=kernels,
         progress=progress,
     )
