@@ -381,7 +381,7 @@ fn errors_svg(layers: &[LayerPanel]) -> Result<String> {
         (1e-3, 1.0)
     };
     let n = middle.len().max(1);
-    svg("errors", ((40 * n as u32 + 120).max(560), 300), |root| {
+    svg("errors", ((22 * n as u32 + 120).max(560), 300), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "weight error ‖|x| − |Q(x)|‖₂ per layer (log scale)",
@@ -442,7 +442,7 @@ fn lloyd_max_svg(layers: &[LayerPanel]) -> Result<String> {
     let hi = ratios.iter().copied().fold(1.0f64, f64::max) * 1.05;
     svg(
         "sq-over-lloyd-max",
-        ((40 * n as u32 + 120).max(560), 240),
+        ((22 * n as u32 + 120).max(560), 240),
         |root| {
             let mut chart = ChartBuilder::on(root)
                 .caption(
