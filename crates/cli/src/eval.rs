@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use subsetq_data::LabelSource;
 use subsetq_pipeline::data::load_data;
 use subsetq_pipeline::eval::{Agreement, Runner, Scores};
+use subsetq_pipeline::packed::Kernels;
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::{refuse_to_overwrite_input, write_json};
 
@@ -38,6 +39,11 @@ pub struct EvalArgs {
     /// Where labels come from.
     #[arg(long, value_enum, default_value_t = LabelsArg::Auto)]
     labels: LabelsArg,
+    /// What computes the model's Conv / Gemm / MatMul layers: `packed` runs a compact
+    /// model from its codes (int8 × int8 where a layer's input has an 8-bit quantizer, codes
+    /// decoded to f32 tiles elsewhere). The `--compare` model always runs `float`.
+    #[arg(long, value_enum, default_value_t = Kernels::Float)]
+    kernels: Kernels,
     #[command(flatten)]
     preprocess: PreprocessArgs,
 }
@@ -76,7 +82,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let model = load_model(&args.model)?;
     let pre = args.preprocess.resolve(&args.model, Some(&model))?;
     // Plan both models before loading data: a bad model fails fast.
-    let runner = Runner::new(&model, &pre).with_context(|| args.model.display().to_string())?;
+    let runner = Runner::with_kernels(&model, &pre, args.kernels)
+        .with_context(|| args.model.display().to_string())?;
+    if let Some(p) = runner.packed() {
+        println!(
+            "kernels packed: {} layers int8 × int8 (W·A8), {} decoded to f32, the rest float",
+            p.int8.len(),
+            p.f32.len()
+        );
+    }
     let other = match &args.compare {
         Some(path) => Some(Runner::load(path, &pre)?),
         None => None,
@@ -113,7 +127,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
     let scores = labels.map(|l| Scores::of(&a, l));
-    print_scores("model", &args.model, scores, seconds);
+    print_scores("model", &args.model, scores, data.n, seconds);
 
     let mut doc = serde_json::json!({
         "model": args.model.display().to_string(),
@@ -122,6 +136,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "top1": scores.map(|s| s.top1),
         "top5": scores.map(|s| s.top5),
         "seconds": seconds,
+        "images_per_second": data.n as f64 / seconds,
+        "kernels": args.kernels.name(),
+        "packed": runner.packed().map(|p| serde_json::json!({"int8": p.int8, "f32": p.f32})),
     });
     if let (Some(other), Some(path)) = (&other, &args.compare) {
         let started = Instant::now();
@@ -131,7 +148,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bar.finish();
         let seconds = started.elapsed().as_secs_f64();
         let scores = labels.map(|l| Scores::of(&b, l));
-        print_scores("other", path, scores, seconds);
+        print_scores("other", path, scores, data.n, seconds);
         let agree = Agreement::between(&a, &b)?;
         println!(
             "other vs model: top-1 agreement {:.2} %, top-5 overlap {:.2} %, output MSE {:.3e}, max |diff| {:.3e}",
@@ -145,6 +162,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     "top1": scores.map(|s| s.top1),
                     "top5": scores.map(|s| s.top5),
                     "seconds": seconds,
+                    "images_per_second": data.n as f64 / seconds,
                 }),
             );
             if let serde_json::Value::Object(fields) = serde_json::to_value(agree)? {
@@ -158,14 +176,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_scores(role: &str, path: &Path, scores: Option<Scores>, seconds: f64) {
+fn print_scores(role: &str, path: &Path, scores: Option<Scores>, images: usize, seconds: f64) {
     match scores {
         Some(s) => println!(
-            "{role:<6} {}: top-1 {:.2} %, top-5 {:.2} % ({seconds:.1} s)",
+            "{role:<6} {}: top-1 {:.2} %, top-5 {:.2} % ({seconds:.1} s, {:.0} images/s)",
             path.display(),
             s.top1,
-            s.top5
+            s.top5,
+            images as f64 / seconds
         ),
-        None => println!("{role:<6} {}: ran in {seconds:.1} s", path.display()),
+        None => println!(
+            "{role:<6} {}: ran in {seconds:.1} s ({:.0} images/s)",
+            path.display(),
+            images as f64 / seconds
+        ),
     }
 }

@@ -4,6 +4,7 @@
 
 mod accuracy;
 mod bench;
+mod bench_kernels;
 mod cost;
 mod eval;
 mod flags;
@@ -60,6 +61,9 @@ enum BenchCommand {
     Search(bench::BenchSearchArgs),
     /// Accuracy on real data of every benchmark model × quantizer × bits, FP32 first.
     Accuracy(Box<accuracy::BenchAccuracyArgs>),
+    /// The packed kernels (int8 table lookup, decode to f32) against the f32 kernel on the
+    /// real models' layer shapes: seconds, ratios and bytes of weights, in one run.
+    Kernels(bench_kernels::BenchKernelsArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
+        Command::Bench(BenchCommand::Kernels(args)) => bench_kernels::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

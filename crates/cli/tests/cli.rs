@@ -64,6 +64,15 @@ fn three_conv_model(middle: [f32; 16]) -> Vec<u8> {
                 tensor("w2", &[4, 4, 1, 1], &middle),
                 tensor("w3", &[4, 4, 1, 1], &ramp),
             ],
+            // Declared (no shape): a graph whose input nobody declares is refused.
+            input: vec![pb::ValueInfoProto {
+                name: Some("x".into()),
+                ..Default::default()
+            }],
+            output: vec![pb::ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         ..Default::default()

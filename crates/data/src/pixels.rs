@@ -15,8 +15,12 @@ pub(crate) struct Image8 {
 }
 
 /// Largest image (in bytes) a resize may produce: a 1×100000 picture resized to a shorter
-/// side of 256 would otherwise ask for gigabytes.
+/// side of 256 would otherwise ask for gigabytes. Lower under the fuzzer, whose inputs must
+/// stay within its memory and time limits.
+#[cfg(not(fuzzing))]
 pub(crate) const MAX_RESIZED_BYTES: usize = 1 << 28;
+#[cfg(fuzzing)]
+pub(crate) const MAX_RESIZED_BYTES: usize = 1 << 22;
 
 impl Image8 {
     /// Convert to the colour the model wants, the way Pillow's `convert("L" | "RGB")` does.

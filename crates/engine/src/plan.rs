@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn_tensor::Device;
 use subsetq_onnx::pb::{NodeProto, ValueInfoProto};
@@ -9,6 +10,7 @@ use subsetq_onnx::Model;
 
 use crate::error::{node_err, EngineError, Result};
 use crate::ops::{self, constant_value, GraphView, NodeCtx, Op, Slot};
+use crate::packed::PackedStep;
 use crate::value::{Value, MAX_RANK};
 use subsetq_onnx::{read_tensor, ConstData, ConstTensor};
 
@@ -51,12 +53,14 @@ pub struct StepTime {
 }
 
 #[derive(Debug, Clone)]
-struct Step {
-    node: String,
+pub(crate) struct Step {
+    pub(crate) node: String,
     op_type: String,
-    op: Op,
-    inputs: Vec<Slot>,
+    pub(crate) op: Op,
+    pub(crate) inputs: Vec<Slot>,
     output: Slot,
+    /// Set by [`Plan::use_packed`]: the kernels compute this step from packed codes.
+    pub(crate) packed: Option<Arc<PackedStep>>,
 }
 
 /// A checked, executable form of an ONNX graph: every node has been matched
@@ -68,9 +72,9 @@ pub struct Plan {
     inputs: Vec<InputSpec>,
     outputs: Vec<(String, Slot)>,
     /// Float constants used as tensors (weights, biases, BN parameters, ...).
-    constants: Vec<(Slot, String, ConstTensor)>,
-    steps: Vec<Step>,
-    names: Vec<String>,
+    pub(crate) constants: Vec<(Slot, String, ConstTensor)>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) names: Vec<String>,
     by_name: HashMap<String, Slot>,
     /// Per slot: index of the last step that reads it (`None`: never read).
     last_use: Vec<Option<usize>>,
@@ -180,7 +184,9 @@ impl Plan {
     /// non-constant shape / pads / clip bounds, values used before they are
     /// produced. No tensor is computed.
     pub fn from_model(model: &Model) -> Result<Plan> {
-        // Weights in compact form (codes, table, scales) become float constants first.
+        // A known opset and a well-formed graph; then weights in compact form (codes, table,
+        // scales) become float constants.
+        model.validate()?;
         let folded = model.fold_constants()?;
         let model = &folded;
         let graph = model.graph()?;
@@ -295,6 +301,7 @@ impl Plan {
                         op,
                         inputs: step_inputs.clone(),
                         output: b.new_slot(extra),
+                        packed: None,
                     });
                 } else if !extra.is_empty() {
                     b.unavailable.insert(
@@ -313,6 +320,7 @@ impl Plan {
                 op,
                 inputs: step_inputs,
                 output,
+                packed: None,
             });
             steps.extend(extra_steps);
         }
@@ -760,7 +768,10 @@ impl Engine {
             }
             let out_shape = shapes[step.output].as_deref().unwrap_or(&[]);
             let t0 = times.as_ref().map(|_| std::time::Instant::now());
-            let out = step.op.run(ins, out_shape);
+            let out = match &step.packed {
+                Some(p) => p.run(&step.op, ins, out_shape),
+                None => step.op.run(ins, out_shape),
+            };
             if let (Some(times), Some(t0)) = (times.as_deref_mut(), t0) {
                 // Wait for the result so that the time is this step's.
                 let _ = out.dims();

@@ -107,6 +107,11 @@ impl Value {
         Some(reshape_tensor(flat, shape))
     }
 
+    /// The device the tensor lives on.
+    pub(crate) fn device(&self) -> Device {
+        with_value!(self, t => t.device())
+    }
+
     /// The tensor's dimensions.
     pub fn dims(&self) -> Vec<usize> {
         with_value!(self, t => t.dims().to_vec())
@@ -124,7 +129,15 @@ impl Value {
 
     /// The elements in row-major order (waits for the device).
     pub fn to_vec(&self) -> Vec<f32> {
-        with_value!(self.clone(), t => t.into_data().iter::<f32>().collect())
+        // `into_vec` moves the buffer out when it already holds f32; `iter` (a boxed
+        // iterator, one virtual call per element) only for other element types.
+        with_value!(self.clone(), t => {
+            let data = t.into_data();
+            match data.as_slice::<f32>() {
+                Ok(_) => data.try_into_vec::<f32>().unwrap_or_default(),
+                Err(_) => data.iter::<f32>().collect(),
+            }
+        })
     }
 
     /// Reshaped to `shape` (same element count, rank 1 ..= [`MAX_RANK`]).

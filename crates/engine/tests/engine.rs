@@ -483,7 +483,7 @@ fn bad_graphs_are_clear_errors() {
     );
     let msg = Plan::from_model(&m).expect_err("must fail").to_string();
     assert!(
-        msg.contains("node a (Relu): input later is not produced by an earlier node"),
+        msg.contains("node a (Relu): input later is produced by node b, which comes later"),
         "{msg}"
     );
 

@@ -1,5 +1,5 @@
 //! The compact weight form: a quantized weight stored as its b-bit codes (ONNX `UINT4` at ≤ 4
-//! bits, `UINT8` above), a signed table of 2^b values and per-output-channel scales, decoded by
+//! bits, `UINT8` above or in models below opset 13, see [`Model::store_compact`]), a signed table of 2^b values and per-output-channel scales, decoded by
 //! standard operators so that any runtime runs it:
 //!
 //! `W = Reshape(Gather(table, Cast(codes → INT32)), shape) · scales` (plus a `ScatterND` that
@@ -243,7 +243,107 @@ impl Model {
         Ok(self.opset().unwrap_or(0) >= 18 || !reduce_axes_attr)
     }
 
-    fn set_opset(&mut self, version: i64) {
+    /// The weights stored in compact form, read back from their initializers (what
+    /// [`Model::store_compact`] wrote): a weight `W` counts when a `W.mul` node produces it
+    /// from `W.codes`, `W.table`, `W.scales` and `W.shape` (and, optionally,
+    /// `W.zero_positions`). Each is checked as when it was stored.
+    pub fn compact_weights(&self) -> Result<Vec<CompactWeight>> {
+        let graph = self.graph()?;
+        let inits: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name(), t)).collect();
+        let mut out = Vec::new();
+        for mul in graph.node.iter().filter(|n| n.op_type() == "Mul") {
+            let Some(name) = mul.output.first() else {
+                continue;
+            };
+            if mul.name() != format!("{name}.mul") {
+                continue;
+            }
+            let part = |p: &str| -> Result<ConstTensor> {
+                let key = format!("{name}.{p}");
+                match inits.get(key.as_str()) {
+                    Some(t) => read_tensor(t, &key),
+                    None => Err(OnnxError::Initializer {
+                        name: name.clone(),
+                        msg: format!("compact weight without its {key} initializer"),
+                    }),
+                }
+            };
+            let ints = |t: ConstTensor, what: &str| -> Result<Vec<i64>> {
+                match t.data {
+                    ConstData::I64(v) => Ok(v),
+                    ConstData::F32(_) => Err(OnnxError::Initializer {
+                        name: format!("{name}.{what}"),
+                        msg: "expected integers".into(),
+                    }),
+                }
+            };
+            let floats = |t: ConstTensor, what: &str| -> Result<Vec<f32>> {
+                match t.data {
+                    ConstData::F32(v) => Ok(v),
+                    ConstData::I64(_) => Err(OnnxError::Initializer {
+                        name: format!("{name}.{what}"),
+                        msg: "expected floats".into(),
+                    }),
+                }
+            };
+            let codes_proto = inits.get(format!("{name}.codes").as_str()).copied();
+            let codes = ints(part("codes")?, "codes")?;
+            let table = floats(part("table")?, "table")?;
+            let scales = part("scales")?;
+            let scale_dims = scales.shape.clone();
+            let channel_scales = floats(scales, "scales")?;
+            let shape: Vec<usize> = ints(part("shape")?, "shape")?
+                .into_iter()
+                .map(|d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect();
+            let out_axis = scale_dims.iter().position(|&d| d != 1).unwrap_or(0);
+            let zeros = if inits.contains_key(format!("{name}.zero_positions").as_str()) {
+                ints(part("zero_positions")?, "zero_positions")?
+                    .into_iter()
+                    .map(|z| usize::try_from(z).unwrap_or(usize::MAX))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let uint4 = codes_proto.and_then(|t| t.data_type) == Some(DataType::Uint4 as i32);
+            let bits = match table.len() {
+                n if n.is_power_of_two() && n >= 4 => n.trailing_zeros(),
+                n => {
+                    return Err(OnnxError::Initializer {
+                        name: name.clone(),
+                        msg: format!("a table of {n} values is not 2^bits for 2..=8 bits"),
+                    })
+                }
+            };
+            // UINT8 holds codes of any width (models below opset 13 keep it, see
+            // store_compact); UINT4 only codes of 4 bits or fewer.
+            if uint4 && bits > 4 {
+                return Err(OnnxError::Initializer {
+                    name: name.clone(),
+                    msg: format!("{bits}-bit codes stored as UINT4"),
+                });
+            }
+            let w = CompactWeight {
+                name: name.clone(),
+                bits,
+                codes: codes
+                    .into_iter()
+                    .map(|c| u8::try_from(c).unwrap_or(u8::MAX))
+                    .collect(),
+                table,
+                channel_scales,
+                shape,
+                out_axis,
+                zeros,
+            };
+            w.check()?;
+            out.push(w);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn set_opset(&mut self, version: i64) {
         match self
             .proto
             .opset_import
@@ -304,6 +404,8 @@ impl Model {
         let mut consts: HashMap<String, ConstTensor> = HashMap::new();
         let mut kept = Vec::new();
         let mut folded_outputs = Vec::new();
+        // Elements made so far: folding stops with an error beyond MAX_FOLDED in all.
+        let mut folded = 0usize;
         for (n, &candidate) in graph.node.iter().zip(&candidate) {
             // A candidate whose input could not be evaluated after all is kept.
             let inputs: Option<Vec<ConstTensor>> = if candidate {
@@ -318,20 +420,25 @@ impl Model {
             } else {
                 None
             };
+            let node_err = |msg: String| OnnxError::Node {
+                node: if n.name().is_empty() {
+                    n.op_type().to_string()
+                } else {
+                    n.name().to_string()
+                },
+                op_type: n.op_type().to_string(),
+                msg,
+            };
             let evaluated = match inputs {
-                Some(ins) => evaluate(n, &ins).map_err(|msg| OnnxError::Node {
-                    node: if n.name().is_empty() {
-                        n.op_type().to_string()
-                    } else {
-                        n.name().to_string()
-                    },
-                    op_type: n.op_type().to_string(),
-                    msg,
-                })?,
+                Some(ins) => evaluate(n, &ins, MAX_FOLDED - folded).map_err(node_err)?,
                 None => None,
             };
             match evaluated {
                 Some(out) => {
+                    folded += out.numel();
+                    if folded > MAX_FOLDED {
+                        return Err(node_err(too_many_folded(folded)));
+                    }
                     consts.insert(n.output[0].clone(), out);
                     folded_outputs.push(n.output[0].clone());
                 }
@@ -367,15 +474,30 @@ impl Model {
     }
 }
 
-/// Largest tensor a fold may produce (elements), so a hostile graph cannot exhaust memory.
-const MAX_FOLDED: usize = 1 << 28;
+/// Most elements the constant folds of one model may produce in all (a weight of VGG-19's
+/// size, 103M, fits), so that a few bytes of `ConstantOfShape` cannot exhaust memory. Lower
+/// under the fuzzer, whose inputs must stay within its memory limit.
+#[cfg(not(fuzzing))]
+pub(crate) const MAX_FOLDED: usize = 1 << 28;
+#[cfg(fuzzing)]
+pub(crate) const MAX_FOLDED: usize = 1 << 20;
+
+fn too_many_folded(numel: usize) -> String {
+    format!(
+        "folding constants would make {numel} elements, more than the {MAX_FOLDED} \
+         (in all) this tool evaluates"
+    )
+}
 
 /// Evaluates one constant node: `Ok(None)` where the node uses a form this does not handle,
 /// an error where its inputs do not fit together (an index outside the table, shapes that do
 /// not broadcast).
+/// `budget`: the most elements the output may have; a node that would make more is refused
+/// before anything is allocated.
 fn evaluate(
     n: &NodeProto,
     ins: &[ConstTensor],
+    budget: usize,
 ) -> std::result::Result<Option<ConstTensor>, String> {
     Ok(match (n.op_type(), ins) {
         ("Gather", [data, idx])
@@ -427,10 +549,13 @@ fn evaluate(
                     a.shape, b.shape
                 ));
             };
-            let numel: usize = shape.iter().product();
-            if numel > MAX_FOLDED {
-                return Ok(None);
-            }
+            let numel = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= budget)
+                .ok_or_else(|| {
+                    too_many_folded(shape.iter().fold(1, |a, &d| a.saturating_mul(d)))
+                })?;
             let (av, bv) = (
                 a.as_f32().unwrap_or_default(),
                 b.as_f32().unwrap_or_default(),
@@ -444,6 +569,20 @@ fn evaluate(
                 shape,
                 data: ConstData::F32(out),
             })
+        }
+        ("ConstantOfShape", [shape]) => {
+            let Some(dims) = shape.as_i64().and_then(|d| {
+                d.iter()
+                    .map(|&d| usize::try_from(d).ok())
+                    .collect::<Option<Vec<usize>>>()
+            }) else {
+                return Ok(None);
+            };
+            let numel = dims.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+            if numel > budget {
+                return Err(too_many_folded(numel));
+            }
+            evaluate_shape_op(n, ins)
         }
         _ => evaluate_shape_op(n, ins),
     })
@@ -495,10 +634,8 @@ fn evaluate_shape_op(n: &NodeProto, ins: &[ConstTensor]) -> Option<ConstTensor> 
                 .iter()
                 .map(|&d| usize::try_from(d).ok())
                 .collect::<Option<_>>()?;
+            // Checked against the fold's budget by the caller.
             let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-            if numel > MAX_FOLDED {
-                return None;
-            }
             let value = match attr("value").and_then(|a| a.t.as_ref()) {
                 Some(t) => read_tensor(t, n.output.first()?).ok()?,
                 None => ConstTensor {
@@ -651,6 +788,9 @@ mod tests {
             .unwrap()
             .data_type();
         assert_eq!(codes, DataType::Uint8 as i32);
+        // Read back as the same 4-bit weight (the packed kernels load it so).
+        let read = crate::decode(&model.to_bytes()).unwrap().compact_weights();
+        assert_eq!(read.unwrap(), vec![w.clone()]);
         let folded = model.fold_constants().unwrap();
         let (_, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
         let mut reference = Model::from_proto(conv_relu_gemm(1));
@@ -678,6 +818,7 @@ mod tests {
             );
             let bytes = model.to_bytes();
             let decoded = crate::decode(&bytes).unwrap();
+            assert_eq!(decoded.compact_weights().unwrap(), vec![w.clone()]);
             let folded = decoded.fold_constants().unwrap();
             let (shape, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
             assert_eq!(shape, w.shape);
@@ -697,6 +838,64 @@ mod tests {
                 .all(|t| !t.name().starts_with("conv1.weight.")));
             assert_eq!(g.node.len(), 3);
         }
+    }
+
+    /// Issue 12: a few bytes of `ConstantOfShape` must not make gigabytes, one node or many.
+    #[test]
+    fn folds_beyond_the_budget_are_refused_before_allocating() {
+        use crate::testutil::node;
+        let fill = |k: usize, dims: &[i64]| {
+            let shape = TensorProto {
+                name: Some(format!("s{k}")),
+                dims: vec![dims.len() as i64],
+                data_type: Some(DataType::Int64 as i32),
+                int64_data: dims.to_vec(),
+                ..Default::default()
+            };
+            let n = node(
+                "ConstantOfShape",
+                &format!("fill{k}"),
+                &[&format!("s{k}")],
+                &[&format!("c{k}")],
+            );
+            (shape, n)
+        };
+        let model_of = |fills: Vec<(TensorProto, NodeProto)>| {
+            let mut proto = conv_relu_gemm(1);
+            let g = proto.graph.as_mut().unwrap();
+            for (k, (t, n)) in fills.into_iter().enumerate() {
+                g.initializer.push(t);
+                g.node.insert(k, n);
+                g.output.push(crate::pb::ValueInfoProto {
+                    name: Some(format!("c{k}")),
+                    ..Default::default()
+                });
+            }
+            Model::from_proto(proto)
+        };
+        // One node of 2^40 elements.
+        let e = model_of(vec![fill(0, &[1 << 40, 4])])
+            .fold_constants()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fill0") && e.contains("4398046511104 elements"),
+            "{e}"
+        );
+        // Three nodes of half the budget each: the third one is refused.
+        let half = (MAX_FOLDED / 2) as i64;
+        let e = model_of((0..3).map(|k| fill(k, &[half])).collect())
+            .fold_constants()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fill2") && e.contains("in all"), "{e}");
+        // Within the budget, it folds.
+        let small = model_of(vec![fill(0, &[3, 2])]);
+        let folded = small.fold_constants().unwrap();
+        assert_eq!(
+            folded.initializer_f32("c0").unwrap().unwrap(),
+            (vec![3, 2], vec![0.0; 6])
+        );
     }
 
     /// An edit that spoils a compact weight, and what the refusal must say.

@@ -48,6 +48,7 @@ mod fold;
 mod layers;
 mod tensor;
 pub mod test_assets;
+mod validate;
 mod write;
 pub use write::write_atomically;
 
@@ -61,6 +62,7 @@ pub use compact::{CompactWeight, UINT4_OPSET};
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};
 pub use tensor::{decode_tensor, encode_tensor_f32, read_tensor, ConstData, ConstTensor};
+pub use validate::MAX_OPSET;
 
 /// Protobuf types generated from the official `onnx.proto` (package `onnx`).
 ///

@@ -9,7 +9,7 @@
 //! 32-bit float multiply 3.7 pJ. Shifts are not in that table; a shift is counted as an 8-bit
 //! add (an assumption). Activations are taken as 8-bit (W·A8), accumulation as 32-bit adds.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subsetq_data::Preprocess;
 use subsetq_engine::burn_tensor::Device;
 use subsetq_engine::{Engine, Plan, Value};
@@ -39,7 +39,7 @@ pub const ENERGY_SOURCE: &str =
     "estimate: Horowitz, ISSCC 2014, 45 nm (8-bit add 0.03 pJ, 8-bit mult 0.2 pJ, 32-bit add 0.1 pJ, fp32 add 0.9 pJ, fp32 mult 3.7 pJ; a shift counted as an 8-bit add)";
 
 /// One layer's cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerCost {
     /// The weight.
     pub name: String,
@@ -74,7 +74,7 @@ pub struct LayerCost {
 }
 
 /// The model's cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostReport {
     /// Per weight layer, in graph order.
     pub layers: Vec<LayerCost>,
@@ -91,7 +91,7 @@ pub struct CostReport {
     /// Sum of `float_energy_pj`.
     pub float_energy_pj: f64,
     /// [`ENERGY_SOURCE`].
-    pub energy_source: &'static str,
+    pub energy_source: String,
 }
 
 /// The cost of a compact model written by `quantize` (its record and `<weight>.codes`), for
@@ -190,7 +190,7 @@ pub fn cost(model: &Model, pre: Option<&Preprocess>) -> Result<CostReport> {
         energy_pj: layers.iter().map(|l| l.energy_pj).sum(),
         uniform_energy_pj: layers.iter().map(|l| l.uniform_energy_pj).sum(),
         float_energy_pj: layers.iter().map(|l| l.float_energy_pj).sum(),
-        energy_source: ENERGY_SOURCE,
+        energy_source: ENERGY_SOURCE.to_string(),
         layers,
     })
 }

@@ -6,10 +6,12 @@ use std::path::Path;
 use serde::Serialize;
 use subsetq_data::{Dataset, Preprocess};
 use subsetq_engine::burn_tensor::Device;
-use subsetq_engine::{Engine, Plan, Value};
+use subsetq_engine::subsetq_kernels::Cpu;
+use subsetq_engine::{Engine, PackedSummary, Plan, Value};
 use subsetq_onnx::Model;
 
 use crate::error::{Context, PipelineError, Result};
+use crate::packed::{packed_layers, Kernels};
 use crate::progress::{report, OnProgress};
 
 /// A model planned on the CPU engine, with the graph input and output to use.
@@ -17,16 +19,28 @@ pub struct Runner {
     engine: Engine,
     input: String,
     output: String,
+    packed: Option<PackedSummary>,
 }
 
 impl Runner {
     /// Plans `model` (every operator checked before any work); `pre` may name the input and
     /// output, else the model's single input and first output are used.
     pub fn new(model: &Model, pre: &Preprocess) -> Result<Runner> {
+        Runner::with_kernels(model, pre, Kernels::Float)
+    }
+
+    /// [`Runner::new`] with the weight layers on `kernels`: [`Kernels::Packed`] runs a
+    /// compact model's layers from their codes.
+    pub fn with_kernels(model: &Model, pre: &Preprocess, kernels: Kernels) -> Result<Runner> {
         // A fixed batch size is relaxed where the graph allows (else run in chunks of it).
         let relaxed = subsetq_engine::relax_batch(model)?;
         let model = relaxed.as_ref().unwrap_or(model);
-        let engine = Engine::new(Plan::from_model(model)?, &Device::flex())?;
+        let mut plan = Plan::from_model(model)?;
+        let packed = match kernels {
+            Kernels::Float => None,
+            Kernels::Packed => Some(plan.use_packed(packed_layers(model)?, Cpu::detect())?),
+        };
+        let engine = Engine::new(plan, &Device::flex())?;
         let plan = engine.plan();
         let input = match &pre.input {
             Some(name) if plan.inputs().iter().any(|i| &i.name == name) => name.clone(),
@@ -44,7 +58,13 @@ impl Runner {
             engine,
             input,
             output,
+            packed,
         })
+    }
+
+    /// Which layers run on which packed kernel path (`None` on the float kernels).
+    pub fn packed(&self) -> Option<&PackedSummary> {
+        self.packed.as_ref()
     }
 
     /// Loads and plans the model at `path`.

@@ -27,6 +27,7 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod options;
+pub mod packed;
 pub mod policy;
 pub mod progress;
 mod quantize;
@@ -52,7 +53,8 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Ok(subsetq_onnx::load(path)?)
 }
 
-/// A model's weight layers, refusing models with none. `source` names the model in errors.
+/// A model's weight layers, refusing models with none and ill-formed graphs
+/// ([`Model::validate`]). `source` names the model in errors.
 pub fn weight_layers(model: &Model, source: &str) -> Result<Vec<WeightLayer>> {
     let layers = model.weight_layers().context_with(|| source.to_string())?;
     if layers.is_empty() {
@@ -60,5 +62,6 @@ pub fn weight_layers(model: &Model, source: &str) -> Result<Vec<WeightLayer>> {
             "{source}: no Conv / Gemm / MatMul layer with an initializer weight"
         )));
     }
+    model.validate().context_with(|| source.to_string())?;
     Ok(layers)
 }

@@ -46,7 +46,7 @@ pub fn quantize(
     let search = &opts.search;
     opts.check(calib.is_some())?;
     // Weights in compact form, or computed by constant nodes, become initializers first.
-    let model = model.fold_constants()?;
+    let model = model.fold_constants().context_with(|| source.to_string())?;
     // A batch size fixed in the graph is made free where that computes the same per sample
     // (else the engine runs chunks of it).
     let relaxed = subsetq_engine::relax_batch(&model)?;
@@ -182,6 +182,7 @@ pub fn quantize(
                     .and_then(|(_, v)| v.first().copied()),
             })
             .collect(),
+        cost: None,
     };
     model.set_metadata(METADATA_KEY, &record.to_json()?);
     let mut quantized = QuantizedModel {
@@ -199,7 +200,7 @@ pub fn quantize(
 /// The levels as sums of powers of two once multiplied by a common `top` (1, or a point of the
 /// universal set: SQ's subsets are normalised by their largest point), with the exponents of
 /// each; `None` when no such `top` makes every level a sum of at most [`MAX_LEVEL_TERMS`].
-fn level_terms(levels: &[f64], uset: &UniversalSet) -> Option<(f64, Vec<Vec<i32>>)> {
+pub(crate) fn level_terms(levels: &[f64], uset: &UniversalSet) -> Option<(f64, Vec<Vec<i32>>)> {
     // The normalisation's division is rounded: snap to a fine dyadic grid before splitting.
     const GRID: f64 = (1u64 << 40) as f64;
     let terms_at = |top: f64| -> Option<Vec<Vec<i32>>> {

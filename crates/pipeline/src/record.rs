@@ -37,6 +37,9 @@ pub struct QuantizedRecord {
     pub layers: Vec<LayerRecord>,
     /// Activation quantizers, in graph order (empty for weight-only quantization).
     pub activations: Vec<ActivationRecord>,
+    /// The hardware cost (`subsetq cost`'s report) of the compact model, for one image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::CostReport>,
 }
 
 /// One weight layer: `weight[i] = channel_scales[c(i)] · table()[codes[i]]`, exactly the

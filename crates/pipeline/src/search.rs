@@ -238,7 +238,8 @@ pub fn search_model(
     on_progress: OnProgress,
 ) -> Result<Vec<LayerReport>> {
     // Weights written as constant nodes (or in compact form) become initializers first.
-    let layers = weight_layers(&*model.fold_constants()?, source)?;
+    let folded = model.fold_constants().context_with(|| source.to_string())?;
+    let layers = weight_layers(&folded, source)?;
     let mut reports = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
         report(on_progress, "search", i, layers.len(), &layer.name);

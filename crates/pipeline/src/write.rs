@@ -65,6 +65,16 @@ impl QuantizedModel {
                 })?;
             }
             model.set_metadata(METADATA_KEY, &self.record.to_json_for_codes()?);
+            // The record carries the compact model's cost too, when the input shape is known
+            // (a model without a fixed input size has none; `subsetq cost` says why).
+            let pre = model
+                .metadata(PREPROCESS_METADATA_KEY)
+                .and_then(|text| Preprocess::from_sidecar_str(text).ok());
+            if let Ok(report) = crate::cost::cost(&model, pre.as_ref()) {
+                let mut record = self.record.clone();
+                record.cost = Some(report);
+                model.set_metadata(METADATA_KEY, &record.to_json_for_codes()?);
+            }
         }
         Ok(model)
     }

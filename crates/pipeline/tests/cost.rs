@@ -52,6 +52,22 @@ fn cost_counts_macs_storage_and_shift_adds() {
         report.layers.iter().map(|l| l.macs).sum::<u64>()
     );
     assert!(report.float_bits > 6 * report.storage_bits);
+    // The written model's record carries the same report (quantize set the preprocessing).
+    let record = subsetq_pipeline::record::QuantizedRecord::of_model(&compact)
+        .unwrap()
+        .unwrap();
+    let stored = record.cost.expect("a cost report in the record");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert_eq!(stored.layers.len(), report.layers.len());
+    for (s, r) in stored.layers.iter().zip(&report.layers) {
+        assert_eq!(
+            (&s.name, s.macs, s.storage_bits, s.shifts, s.product_adds),
+            (&r.name, r.macs, r.storage_bits, r.shifts, r.product_adds)
+        );
+        assert!(close(s.energy_pj, r.energy_pj) && close(s.uniform_energy_pj, r.uniform_energy_pj));
+    }
+    assert!(close(stored.energy_pj, report.energy_pj));
+    assert_eq!(stored.energy_source, report.energy_source);
     // The float form has no codes to count.
     let float = q.model.clone();
     assert!(cost(&float, Some(&pre)).is_err());

@@ -229,6 +229,25 @@ impl Conv {
         Ok((pads, vec![x[0], w[0], hw[0], hw[1]]))
     }
 
+    /// The convolution of input `x` by weight `w` as the packed kernels describe it.
+    pub(crate) fn kernel_geometry(
+        &self,
+        x: &[usize],
+        w: &[usize],
+    ) -> std::result::Result<subsetq_kernels::ConvGeometry, String> {
+        let (pads, _) = self.geometry(x, w)?;
+        Ok(subsetq_kernels::ConvGeometry {
+            in_channels: x[1],
+            in_hw: [x[2], x[3]],
+            out_channels: w[0],
+            kernel: [w[2], w[3]],
+            strides: self.window.strides,
+            dilations: self.window.dilations,
+            pads,
+            groups: self.groups,
+        })
+    }
+
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let (_, out) = self.geometry(ins[0], ins[1])?;
         if self.has_bias && ins[2] != [out[1]] {

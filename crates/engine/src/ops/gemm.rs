@@ -49,6 +49,17 @@ pub(crate) fn build_gemm(ctx: &mut NodeCtx) -> Result<Op> {
 }
 
 impl Gemm {
+    /// Whether this is `A · W' + C` with A as given and the weight as the second operand,
+    /// the form the packed kernels compute (`alpha = 1`, `beta = 1` or no C).
+    pub(crate) fn is_plain(&self) -> bool {
+        !self.trans_a && self.alpha == 1.0 && (!self.has_c || self.beta == 1.0)
+    }
+
+    /// Whether B is stored `[N, K]` (transposed).
+    pub(crate) fn trans_b(&self) -> bool {
+        self.trans_b
+    }
+
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let (a, b) = (ins[0], ins[1]);
         if a.len() != 2 || b.len() != 2 {

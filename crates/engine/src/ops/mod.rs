@@ -4,9 +4,9 @@
 //! a run starts) and execution on burn tensors.
 
 mod activation;
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
-mod gemm;
+pub(crate) mod gemm;
 mod norm;
 mod pool;
 mod reduce;
