@@ -797,7 +797,12 @@ mod tests {
         reference.store_compact(&w).unwrap();
         assert_eq!(reference.opset(), Some(UINT4_OPSET));
         let want = reference.fold_constants().unwrap();
-        assert_eq!(Some(got), want.initializer_f32("conv1.weight").unwrap().map(|(_, v)| v));
+        assert_eq!(
+            Some(got),
+            want.initializer_f32("conv1.weight")
+                .unwrap()
+                .map(|(_, v)| v)
+        );
         // Exact zeros need ScatterND (opset 11): refused below it, with the cause.
         let mut old = Model::from_proto(conv_relu_gemm(1));
         old.set_opset(9);
