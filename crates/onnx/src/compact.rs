@@ -1,5 +1,5 @@
 //! The compact weight form: a quantized weight stored as its b-bit codes (ONNX `UINT4` at ≤ 4
-//! bits, `UINT8` above), a signed table of 2^b values and per-output-channel scales, decoded by
+//! bits, `UINT8` above or in models below opset 13, see [`Model::store_compact`]), a signed table of 2^b values and per-output-channel scales, decoded by
 //! standard operators so that any runtime runs it:
 //!
 //! `W = Reshape(Gather(table, Cast(codes → INT32)), shape) · scales` (plus a `ScatterND` that
@@ -131,9 +131,26 @@ impl CompactWeight {
 impl Model {
     /// Replaces the float initializer `w.name` by its compact form (see the module docs),
     /// raising the default opset to [`UINT4_OPSET`] when codes are 4-bit or narrower.
+    ///
+    /// Raising an older opset would change what other nodes mean (Softmax's default axis and
+    /// its 2-D coercion before opset 13, Dropout's `ratio` attribute, Pad / Clip attributes,
+    /// Reduce axes as attributes before 18), so the opset is raised only from 13 on and when no
+    /// Reduce node carries an `axes` attribute; otherwise codes are stored one per byte
+    /// (UINT8), which every opset reads.
     pub fn store_compact(&mut self, w: &CompactWeight) -> Result<()> {
         w.check()?;
-        if w.bits <= 4 && self.opset().unwrap_or(0) < UINT4_OPSET {
+        let opset = self.opset().unwrap_or(0);
+        if !w.zeros.is_empty() && opset < 11 {
+            return Err(OnnxError::Initializer {
+                name: w.name.clone(),
+                msg: format!(
+                    "exact zeros need ScatterND (opset 11) in the compact form; the model is at \
+                     opset {opset} (store the weights as float instead)"
+                ),
+            });
+        }
+        let uint4 = w.bits <= 4 && (opset >= UINT4_OPSET || self.opset_can_rise_to_uint4()?);
+        if uint4 && opset < UINT4_OPSET {
             self.set_opset(UINT4_OPSET);
         }
         let graph = self.proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
@@ -148,7 +165,7 @@ impl Model {
         graph.input.retain(|i| i.name() != w.name);
         let name = |part: &str| format!("{}.{part}", w.name);
         let n = w.codes.len();
-        let codes = if w.bits <= 4 {
+        let codes = if uint4 {
             let packed = w
                 .codes
                 .chunks(2)
@@ -212,6 +229,18 @@ impl Model {
         ));
         graph.node.splice(0..0, chain);
         Ok(())
+    }
+
+    /// Whether raising the default opset to [`UINT4_OPSET`] leaves every node's meaning as it is
+    /// (see [`Model::store_compact`]).
+    fn opset_can_rise_to_uint4(&self) -> Result<bool> {
+        if self.opset().unwrap_or(0) < 13 {
+            return Ok(false);
+        }
+        let reduce_axes_attr = self.graph()?.node.iter().any(|n| {
+            n.op_type().starts_with("Reduce") && n.attribute.iter().any(|a| a.name() == "axes")
+        });
+        Ok(self.opset().unwrap_or(0) >= 18 || !reduce_axes_attr)
     }
 
     /// The weights stored in compact form, read back from their initializers (what
@@ -287,13 +316,12 @@ impl Model {
                     })
                 }
             };
-            if uint4 != (bits <= 4) {
+            // UINT8 holds codes of any width (models below opset 13 keep it, see
+            // store_compact); UINT4 only codes of 4 bits or fewer.
+            if uint4 && bits > 4 {
                 return Err(OnnxError::Initializer {
                     name: name.clone(),
-                    msg: format!(
-                        "{bits}-bit codes stored as {}",
-                        if uint4 { "UINT4" } else { "UINT8" }
-                    ),
+                    msg: format!("{bits}-bit codes stored as UINT4"),
                 });
             }
             let w = CompactWeight {
@@ -739,6 +767,47 @@ mod tests {
     fn a_model_with_nothing_to_fold_is_borrowed() {
         let model = Model::from_proto(conv_relu_gemm(1));
         assert!(matches!(model.fold_constants().unwrap(), Cow::Borrowed(_)));
+    }
+
+    /// Issue 13: a 4-bit compact weight raised an opset-9 model to 21, which turned its
+    /// Softmax (no axis: 2-D coercion at axis 1 before opset 13, the last axis after) into a
+    /// softmax over a size-1 axis, all ones. Older models keep their opset and UINT8 codes.
+    #[test]
+    fn an_old_opset_is_kept_and_its_codes_stored_one_per_byte() {
+        let w = compact_conv(4, vec![]);
+        let mut model = Model::from_proto(conv_relu_gemm(1));
+        model.set_opset(9);
+        model.store_compact(&w).unwrap();
+        assert_eq!(model.opset(), Some(9));
+        let codes = model
+            .graph()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == "conv1.weight.codes")
+            .unwrap()
+            .data_type();
+        assert_eq!(codes, DataType::Uint8 as i32);
+        // Read back as the same 4-bit weight (the packed kernels load it so).
+        let read = crate::decode(&model.to_bytes()).unwrap().compact_weights();
+        assert_eq!(read.unwrap(), vec![w.clone()]);
+        let folded = model.fold_constants().unwrap();
+        let (_, got) = folded.initializer_f32("conv1.weight").unwrap().unwrap();
+        let mut reference = Model::from_proto(conv_relu_gemm(1));
+        reference.store_compact(&w).unwrap();
+        assert_eq!(reference.opset(), Some(UINT4_OPSET));
+        let want = reference.fold_constants().unwrap();
+        assert_eq!(
+            Some(got),
+            want.initializer_f32("conv1.weight")
+                .unwrap()
+                .map(|(_, v)| v)
+        );
+        // Exact zeros need ScatterND (opset 11): refused below it, with the cause.
+        let mut old = Model::from_proto(conv_relu_gemm(1));
+        old.set_opset(9);
+        let e = old.store_compact(&compact_conv(3, vec![5])).unwrap_err();
+        assert!(e.to_string().contains("opset 9"), "{e}");
     }
 
     #[test]

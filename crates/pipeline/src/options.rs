@@ -144,8 +144,8 @@ impl SearchOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum WeightForm {
-    /// The b-bit codes (UINT4 at ≤ 4 bits, UINT8 above), a signed table and per-channel
-    /// scales, decoded by standard operators: the small model.
+    /// The b-bit codes (UINT4 at ≤ 4 bits, UINT8 above or in models below opset 13), a
+    /// signed table and per-channel scales, decoded by standard operators: the small model.
     Codes,
     /// The quantized values as float32 initializers.
     Float,
