@@ -13,7 +13,7 @@ pub const MAX_INT: i32 = 64;
 /// what lets path A multiply in integers and scale once at the end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntTable {
-    /// One integer per table entry, |v| ≤ [`MAX_INT`].
+    /// One integer per table entry, |v| ≤ `MAX_INT` (64).
     pub values: Vec<i32>,
     /// The value of integer 1.
     pub unit: f32,

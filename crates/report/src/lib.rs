@@ -52,7 +52,7 @@ const MAX_DRAWN_POINTS: usize = 64;
 pub struct LayerPanel {
     /// The search's report (errors of SQ and the baselines, Lloyd-Max).
     pub report: LayerReport,
-    /// Counts of the normalised weights in [`BINS`] bins over [−1, 1].
+    /// Counts of the normalised weights in `BINS` (80) bins over [−1, 1].
     pub histogram: Vec<u64>,
     /// Quantization points (signed, normalised) by quantizer: the chosen one first.
     pub points: Vec<(&'static str, Vec<f64>)>,
