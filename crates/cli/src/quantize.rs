@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use subsetq_pipeline::data::calibration;
 use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
 use subsetq_pipeline::progress::Bar;
@@ -117,8 +117,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
             &mut |p| bar.update(p),
         )?;
         bar.finish();
-        subsetq_onnx::write_atomically(path, report.html()?.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        report.write(path)?;
         println!("wrote {}", path.display());
     }
     for b in &q.blocks {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use subsetq_data::LabelSource;
 use subsetq_pipeline::data::load_data;
 use subsetq_pipeline::progress::Bar;
@@ -72,14 +72,11 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         bar.update(p)
     })?;
     bar.finish();
-    let html = report.html()?;
-    subsetq_onnx::write_atomically(&args.output, html.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    let bytes = report.write(&args.output)?;
     println!(
-        "wrote {} ({} layers, {} bytes)",
+        "wrote {} ({} layers, {bytes} bytes)",
         args.output.display(),
-        report.layers.len(),
-        html.len()
+        report.layers.len()
     );
     Ok(())
 }

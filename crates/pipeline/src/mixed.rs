@@ -20,7 +20,7 @@ use crate::error::{PipelineError, Result};
 use crate::options::{QuantizeOptions, Quantizer, SearchOptions};
 use crate::policy;
 use crate::progress::{report, OnProgress};
-use crate::search::choose;
+use crate::search::{choose, Choice};
 
 /// The size a mixed-precision model must fit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,13 +111,28 @@ pub struct MixedRecord {
 /// The quantizer a middle layer gets at `bits`: SQ where the universal set has the levels
 /// (the paper's 15 points give at most 4 bits), else uniform (8 bits: as the first and last
 /// layers).
-pub fn quantizer_at(bits: u32, search: &SearchOptions, quantizer: Quantizer) -> Quantizer {
+fn quantizer_at(bits: u32, search: &SearchOptions, quantizer: Quantizer) -> Quantizer {
     let enough = levels_for_bits(bits).is_ok_and(|k| k <= search.uset.len());
     if quantizer == Quantizer::Sq && !enough {
         Quantizer::Uniform
     } else {
         quantizer
     }
+}
+
+/// [`choose`] with the layer at `bits` instead of `search.bits`: SQ where the universal set
+/// has the levels, else uniform.
+pub fn choose_at(
+    layer: &WeightLayer,
+    search: &SearchOptions,
+    quantizer: Quantizer,
+    bits: u32,
+) -> Result<Choice> {
+    let at = SearchOptions {
+        bits,
+        ..search.clone()
+    };
+    choose(layer, &at, quantizer_at(bits, search, quantizer))
 }
 
 /// Measures every middle layer's output error at each candidate bits on the first
@@ -166,11 +181,7 @@ pub fn allocate(
                 total,
                 &layer.name,
             );
-            let at = SearchOptions {
-                bits,
-                ..search.clone()
-            };
-            let q = choose(layer, &at, quantizer_at(bits, search, quantizer))?.dequantized();
+            let q = choose_at(layer, search, quantizer, bits)?.dequantized();
             engine.set_param(&layer.name, weight_value(&q, &layer.shape, &device)?)?;
             let out = run_samples(&engine, &input, &subset, &output, 32)?;
             errors.push((bits, mse(&out.data, &reference.data)));

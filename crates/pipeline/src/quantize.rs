@@ -9,8 +9,8 @@ use subsetq_engine::{Backend, Engine, Plan};
 use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
 
 use crate::error::{Context, PipelineError, Result};
-use crate::mixed::{allocate, bits_of, quantizer_at};
-use crate::options::{Granularity, QuantizeOptions, SearchOptions, WeightForm};
+use crate::mixed::{allocate, bits_of, choose_at};
+use crate::options::{Granularity, QuantizeOptions, WeightForm};
 use crate::progress::{report, OnProgress};
 use crate::record::{
     ActivationRecord, BlockRecord, LayerRecord, QuantizedRecord, ReconstructionRecord,
@@ -68,13 +68,7 @@ pub fn quantize(
     for (i, layer) in layers.iter().enumerate() {
         report(on_progress, "search", i, layers.len(), &layer.name);
         let choice = match mixed.as_ref().and_then(|m| bits_of(m, &layer.name)) {
-            Some(bits) => {
-                let at = SearchOptions {
-                    bits,
-                    ..search.clone()
-                };
-                choose(layer, &at, quantizer_at(bits, search, opts.quantizer))?
-            }
+            Some(bits) => choose_at(layer, search, opts.quantizer, bits)?,
             None => choose(layer, search, opts.quantizer)?,
         };
         model

@@ -279,6 +279,25 @@ fn s<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// The series' legend, boxed, at `position`.
+fn legend<'a, 'b, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    X: Ranged,
+    Y: Ranged,
+    'b: 'a,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(s)
+}
+
 fn histogram_svg(panel: &LayerPanel) -> Result<String> {
     let r = &panel.report;
     let top = panel.histogram.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.05;
@@ -343,13 +362,7 @@ fn histogram_svg(panel: &LayerPanel) -> Result<String> {
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], style));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(s)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -413,13 +426,7 @@ fn errors_svg(layers: &[LayerPanel]) -> Result<String> {
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 10, y + 4)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(s)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -544,13 +551,7 @@ fn curve_svg(curve: &Curve, by_size: bool) -> Result<String> {
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
                 .map_err(s)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(s)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })
 }
@@ -563,6 +564,18 @@ fn escape(text: &str) -> String {
 }
 
 impl Report {
+    /// Writes [`Report::html`] to `path` atomically; returns its bytes.
+    pub fn write(&self, path: &std::path::Path) -> Result<usize> {
+        let html = self.html()?;
+        subsetq_onnx::write_atomically(path, html.as_bytes()).map_err(|source| {
+            PipelineError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(html.len())
+    }
+
     /// The report as one HTML page: every chart an inline SVG.
     pub fn html(&self) -> Result<String> {
         let mut h = String::new();
