@@ -491,6 +491,12 @@ impl Plan {
                     });
                 }
             }
+            if numel(dims).is_none() {
+                return Err(EngineError::Input {
+                    name: spec.name.clone(),
+                    msg: format!("shape {dims:?} has too many elements"),
+                });
+            }
             if dims.is_empty() || dims.len() > MAX_RANK {
                 return Err(EngineError::Input {
                     name: spec.name.clone(),
@@ -538,6 +544,13 @@ impl Plan {
                     format!("{m} (inputs: {})", described.join(", ")),
                 )
             })?;
+            if numel(&out).is_none() {
+                return Err(node_err(
+                    &step.node,
+                    &step.op_type,
+                    format!("its output {out:?} would have too many elements"),
+                ));
+            }
             shapes[step.output] = Some(out);
         }
         Ok(shapes)
@@ -552,6 +565,14 @@ impl Plan {
             .map(|(_, s)| shapes[*s].clone().unwrap_or_default())
             .collect())
     }
+}
+
+/// The elements of a tensor of these dims, if their float32 bytes are addressable: every
+/// inferred shape is checked, so products of its dims cannot overflow later.
+pub(crate) fn numel(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 4)
 }
 
 /// A [`Plan`] with its constants on a device, ready to run. The device decides

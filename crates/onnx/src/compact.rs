@@ -82,7 +82,9 @@ impl CompactWeight {
             name: self.name.clone(),
             msg,
         };
-        let n: usize = self.shape.iter().product();
+        let Some(n) = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+            return Err(err(format!("shape {:?} has too many elements", self.shape)));
+        };
         if !(2..=8).contains(&self.bits) {
             return Err(err(format!(
                 "{} bits per code (2..=8 are stored)",
@@ -712,7 +714,10 @@ fn evaluate_shape_op(n: &NodeProto, ins: &[ConstTensor]) -> Option<ConstTensor> 
                     *d = *x.shape.get(k)? as i64;
                 }
             }
-            let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+            let known = dims
+                .iter()
+                .filter(|&&d| d != -1)
+                .try_fold(1i64, |n, &d| n.checked_mul(d))?;
             if dims.iter().filter(|&&d| d == -1).count() > 1 || known <= 0 {
                 return None;
             }

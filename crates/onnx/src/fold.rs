@@ -152,7 +152,10 @@ fn plan_fold(
     if attr(bn, "training_mode").and_then(|a| a.i).unwrap_or(0) != 0 {
         return Err("training_mode = 1".to_string());
     }
-    if bn.input.len() != 5 || bn.output.iter().skip(1).any(|o| !o.is_empty()) {
+    if bn.input.len() != 5
+        || bn.output.first().is_none_or(String::is_empty)
+        || bn.output.iter().skip(1).any(|o| !o.is_empty())
+    {
         return Err("not an inference-mode batch norm (5 inputs, 1 output)".to_string());
     }
     let x = &bn.input[0];

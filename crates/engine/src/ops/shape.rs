@@ -94,7 +94,9 @@ impl Reshape {
                 d => out.push(d as usize),
             }
         }
-        let known: usize = out.iter().product();
+        let Some(known) = crate::plan::numel(&out) else {
+            return Err(format!("shape {:?} has too many elements", self.shape));
+        };
         if let Some(i) = infer_at {
             if known == 0 || !total.is_multiple_of(known) {
                 return Err(format!("cannot reshape {x:?} to {:?}", self.shape));
