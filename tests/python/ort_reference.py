@@ -166,6 +166,14 @@ def conv(x_shape, w_shape, bias=True, **attrs):
     return single([helper.make_node("Conv", inputs, ["y"], **attrs)], x_shape, inits)
 
 
+def conv_transpose(x_shape, w_shape, bias=True, group=1, **attrs):
+    inputs = ["x", "w"] + (["b"] if bias else [])
+    inits = [init("w", rand(*w_shape, scale=0.3))]
+    inits += [init("b", rand(w_shape[1] * group))] if bias else []
+    node = helper.make_node("ConvTranspose", inputs, ["y"], group=group, **attrs)
+    return single([node], x_shape, inits)
+
+
 def pool(op, x_shape, **attrs):
     return single([helper.make_node(op, ["x"], ["y"], **attrs)], x_shape)
 
@@ -231,6 +239,36 @@ def cases():
     c["avgpool_asym_include"] = pool("AveragePool", [1, 2, 7, 7], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0], count_include_pad=1)
     c["avgpool_ceil"] = pool("AveragePool", [1, 1, 8, 8], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
     c["global_avgpool"] = unary("GlobalAveragePool", [2, 3, 5, 7])
+    # 1-D and 3-D windows.
+    c["conv1d_dilated_asym"] = conv([2, 3, 11], [4, 3, 3], strides=[2], pads=[1, 2], dilations=[2])
+    c["conv1d_group_same"] = conv([1, 4, 9], [6, 2, 4], False, group=2, auto_pad="SAME_LOWER", strides=[2])
+    c["conv3d_group_asym"] = conv([1, 4, 5, 6, 7], [6, 2, 3, 2, 3], group=2, strides=[1, 2, 2],
+                                  pads=[1, 0, 1, 0, 1, 1], dilations=[1, 1, 2])
+    c["conv3d_depthwise_same"] = conv([2, 3, 4, 5, 6], [3, 1, 3, 3, 3], group=3, auto_pad="SAME_UPPER")
+    c["maxpool1d_ceil_dil"] = pool("MaxPool", [1, 2, 11], kernel_shape=[3], strides=[2], pads=[1, 1],
+                                   dilations=[2], ceil_mode=1)
+    c["avgpool1d_exclude"] = pool("AveragePool", [2, 2, 9], kernel_shape=[3], strides=[2], pads=[1, 0])
+    c["maxpool3d_ceil_pads"] = pool("MaxPool", [1, 2, 5, 6, 7], kernel_shape=[2, 3, 2], strides=[2, 2, 1],
+                                    pads=[1, 1, 0, 0, 1, 1], ceil_mode=1)
+    c["maxpool3d_dilation"] = pool("MaxPool", [1, 1, 6, 7, 8], kernel_shape=[2, 2, 3], dilations=[2, 1, 2])
+    c["avgpool3d_exclude"] = pool("AveragePool", [1, 2, 5, 6, 7], kernel_shape=[3, 2, 3], strides=[2, 2, 2],
+                                  pads=[1, 0, 1, 1, 1, 0])
+    c["avgpool3d_include_ceil"] = pool("AveragePool", [1, 2, 5, 6, 7], kernel_shape=[3, 3, 2],
+                                       strides=[2, 2, 2], pads=[1, 1, 0, 0, 1, 1], count_include_pad=1,
+                                       ceil_mode=1)
+    # Transposed convolutions.
+    c["convT_basic"] = conv_transpose([2, 3, 5, 5], [3, 2, 3, 3])
+    c["convT_stride2_asym_pads"] = conv_transpose([1, 3, 5, 6], [3, 4, 3, 3], False, strides=[2, 2],
+                                                  pads=[1, 0, 0, 1])
+    c["convT_output_padding"] = conv_transpose([1, 2, 4, 4], [2, 3, 3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                               output_padding=[1, 1])
+    c["convT_output_shape"] = conv_transpose([1, 2, 4, 5], [2, 3, 3, 3], strides=[2, 2], output_shape=[8, 10])
+    c["convT_group2_dilation"] = conv_transpose([1, 4, 4, 4], [4, 3, 3, 3], group=2, dilations=[2, 2])
+    c["convT_same_upper"] = conv_transpose([1, 2, 4, 4], [2, 2, 3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    c["convT_1d"] = conv_transpose([1, 2, 7], [2, 3, 4], strides=[3], pads=[1, 2])
+    c["convT_3d"] = conv_transpose([1, 2, 3, 4, 3], [2, 2, 2, 3, 2], strides=[2, 1, 2], pads=[1, 0, 0, 0, 1, 1])
+    c["sign"] = unary("Sign", [2, 3, 4])
+    c["shrink"] = unary("Shrink", [2, 3, 4], bias=0.25, lambd=0.4)
     c["flatten_axis1"] = unary("Flatten", [2, 3, 4, 5], axis=1)
     c["flatten_axis0"] = unary("Flatten", [2, 3, 4], axis=0)
     c["flatten_axis_neg"] = unary("Flatten", [2, 3, 4, 5], axis=-2)

@@ -450,6 +450,15 @@ fn case(id: &str) -> Case {
             lying_jpeg(65535, 65535),
             "big.jpg",
         ),
+        "jpeg-huge-decodable" => data(
+            "a 600-byte JPEG that decodes to 12288 × 12288 (found by the image fuzz target)",
+            "big.jpg",
+            include_bytes!(
+                "../../../fuzz/regressions/image/jpeg-declaring-12288x12288-in-600-bytes.jpg"
+            )
+            .to_vec(),
+            "12288×12288 pixels",
+        ),
         "idx-raw-short" => data(
             "an IDX file whose header counts 1000 images of 3 × 3, holding 2",
             "t10k-images-idx3-ubyte",
@@ -497,6 +506,7 @@ const CASES: &[&str] = &[
     "png-huge",
     "png-short",
     "jpeg-huge",
+    "jpeg-huge-decodable",
     "idx-raw-short",
     "idx-gz-huge",
 ];
@@ -643,6 +653,7 @@ cases! {
     png_huge => "png-huge",
     png_short => "png-short",
     jpeg_huge => "jpeg-huge",
+    jpeg_huge_decodable => "jpeg-huge-decodable",
     idx_raw_short => "idx-raw-short",
     idx_gz_huge => "idx-gz-huge",
 }

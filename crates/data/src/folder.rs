@@ -307,6 +307,13 @@ fn all_labels(files: &[PathBuf], parsed: &[Option<u32>]) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// Largest decoded image (bytes at 4 per pixel) a PNG or JPEG may declare: 64 Mpixel. Lower
+/// under the fuzzer, whose inputs must stay within its time limit.
+#[cfg(not(fuzzing))]
+const MAX_DECODED_BYTES: u64 = 1 << 28;
+#[cfg(fuzzing)]
+const MAX_DECODED_BYTES: u64 = 1 << 22;
+
 /// Decode a PNG or JPEG file into 8-bit gray (1 channel, for gray images) or RGB (3
 /// channels, for everything else); alpha is dropped, as Pillow's `convert` does.
 pub(crate) fn decode(path: &Path) -> Result<Image8> {
@@ -326,8 +333,30 @@ pub(crate) fn decode(path: &Path) -> Result<Image8> {
             })
         }
     };
+    // A few hundred bytes can declare a 12288×12288 picture that decodes for seconds into
+    // gigabytes: the declared size is checked before decoding (the header alone is read).
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    if let Ok((w, h)) = reader().into_dimensions() {
+        let decoded = u64::from(w) * u64::from(h) * 4;
+        if decoded > MAX_DECODED_BYTES {
+            return Err(DataError::UnsupportedImage {
+                path: path.into(),
+                reason: format!(
+                    "it declares {w}×{h} pixels ({} MiB decoded, more than the {} MiB allowed)",
+                    decoded >> 20,
+                    MAX_DECODED_BYTES >> 20
+                ),
+            });
+        }
+    }
     // The decoders are not expected to panic; if one does on a hostile file, report it.
-    let decoded = std::panic::catch_unwind(|| image::load_from_memory_with_format(&bytes, format));
+    let decoded = std::panic::catch_unwind(|| {
+        let mut r = reader();
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODED_BYTES);
+        r.limits(limits);
+        r.decode()
+    });
     let img = match decoded {
         Ok(Ok(img)) => img,
         Ok(Err(e)) => {

@@ -204,6 +204,14 @@ impl Value {
         }
     }
 
+    /// The rank-5 tensor inside (shape inference guarantees the rank).
+    pub(crate) fn into_r5(self) -> Tensor<5> {
+        match self {
+            Value::R5(t) => t,
+            _ => unreachable!("rank 5 checked by shape inference"),
+        }
+    }
+
     /// The rank-2 tensor inside (shape inference guarantees the rank).
     pub(crate) fn into_r2(self) -> Tensor<2> {
         match self {

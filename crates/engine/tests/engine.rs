@@ -487,7 +487,7 @@ fn bad_graphs_are_clear_errors() {
         "{msg}"
     );
 
-    // Unknown attribute, 3-D conv.
+    // Unknown attribute, 4-D conv.
     let m = model(
         vec![node("Relu", "r", &["x"], "y", vec![int("alpha", 1)])],
         vec![],
@@ -497,16 +497,16 @@ fn bad_graphs_are_clear_errors() {
     let msg = Plan::from_model(&m).expect_err("must fail").to_string();
     assert_eq!(msg, "node r (Relu): attribute alpha is not supported");
     let m = model(
-        vec![node("Conv", "c3d", &["x", "w"], "y", vec![])],
-        vec![tensor("w", &[1, 1, 1, 1, 1], vec![1.0])],
-        &[Some(1), Some(1), Some(2), Some(2), Some(2)],
+        vec![node("Conv", "c4d", &["x", "w"], "y", vec![])],
+        vec![tensor("w", &[1, 1, 1, 1, 1, 1], vec![1.0])],
+        &[Some(1), Some(1), Some(2), Some(2), Some(2), Some(2)],
         "y",
     );
     let e = Engine::new(Plan::from_model(&m).expect("plan"), &Device::flex()).expect("engine");
-    let x = Value::from_f32(vec![0.0; 8], &[1, 1, 2, 2, 2], &Device::flex()).expect("x");
+    let x = Value::from_f32(vec![0.0; 16], &[1, 1, 2, 2, 2, 2], &Device::flex()).expect("x");
     let msg = e.run1(x).expect_err("must fail").to_string();
     assert!(
-        msg.contains("node c3d (Conv): input X has shape [1, 1, 2, 2, 2]; only 2-D"),
+        msg.contains("node c4d (Conv): input X has shape [1, 1, 2, 2, 2, 2]; 1-D, 2-D and 3-D"),
         "{msg}"
     );
 

@@ -1,6 +1,6 @@
 //! Element-wise activations and unary math: `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`, `Selu`,
 //! `Softplus`, `Softsign`, `HardSigmoid`, `HardSwish`, `Exp`, `Log`, `Neg`, `Abs`, `Sqrt`,
-//! `Reciprocal`, `Floor`, `Ceil`, and `PRelu` (a learned slope, broadcast).
+//! `Reciprocal`, `Floor`, `Ceil`, `Sign`, `Shrink`, and `PRelu` (a learned slope, broadcast).
 
 use burn_tensor::activation::{sigmoid, tanh};
 use burn_tensor::Tensor;
@@ -22,6 +22,12 @@ pub(crate) enum Unary {
     Reciprocal,
     Floor,
     Ceil,
+    Sign,
+    /// `x < −lambd ? x + bias : x > lambd ? x − bias : 0`.
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
     Softsign,
     Softplus,
     HardSwish,
@@ -72,6 +78,14 @@ pub(crate) fn build_unary(ctx: &mut NodeCtx) -> Result<Op> {
         "Reciprocal" => Unary::Reciprocal,
         "Floor" => Unary::Floor,
         "Ceil" => Unary::Ceil,
+        "Sign" => Unary::Sign,
+        "Shrink" => {
+            ctx.only_attrs(&["bias", "lambd"])?;
+            Unary::Shrink {
+                bias: float_attr(ctx, "bias", 0.0)?,
+                lambd: float_attr(ctx, "lambd", 0.5)?,
+            }
+        }
         "Softsign" => Unary::Softsign,
         "Softplus" => Unary::Softplus,
         "HardSwish" => Unary::HardSwish,
@@ -101,7 +115,11 @@ pub(crate) fn build_unary(ctx: &mut NodeCtx) -> Result<Op> {
     };
     if !matches!(
         f,
-        Unary::LeakyRelu(_) | Unary::Elu(_) | Unary::Selu { .. } | Unary::HardSigmoid { .. }
+        Unary::LeakyRelu(_)
+            | Unary::Elu(_)
+            | Unary::Selu { .. }
+            | Unary::HardSigmoid { .. }
+            | Unary::Shrink { .. }
     ) {
         ctx.only_attrs(legacy)?;
     }
@@ -131,6 +149,14 @@ impl Unary {
             Unary::Reciprocal => t.recip(),
             Unary::Floor => t.floor(),
             Unary::Ceil => t.ceil(),
+            Unary::Sign => t.sign(),
+            Unary::Shrink { bias, lambd } => {
+                let below = t.clone().lower_elem(-lambd);
+                let above = t.clone().greater_elem(lambd);
+                t.zeros_like()
+                    .mask_where(below, t.clone().add_scalar(bias))
+                    .mask_where(above, t.sub_scalar(bias))
+            }
             Unary::Softsign => t.clone().div(t.abs().add_scalar(1.0)),
             // log(1 + eˣ) = max(x, 0) + log1p(e^−|x|): no overflow for large x.
             Unary::Softplus => t.clone().clamp_min(0.0).add(t.abs().neg().exp().log1p()),

@@ -1,12 +1,16 @@
-//! `Conv` (2-D, NCHW): groups / depthwise, asymmetric pads, strides,
-//! dilations, `auto_pad`, optional bias.
+//! `Conv` and `ConvTranspose` over 1, 2 or 3 spatial dims (NCW, NCHW, NCDHW): groups /
+//! depthwise, asymmetric pads, strides, dilations, `auto_pad`, optional bias; for the
+//! transposed convolution also `output_padding` and `output_shape`. The window geometry is
+//! shared with the pools.
 
-use burn_tensor::module::conv2d;
-use burn_tensor::ops::ConvOptions;
+use burn_tensor::module::{
+    conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+};
+use burn_tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::{NodeCtx, Op};
 use crate::error::Result;
-use crate::value::Value;
+use crate::value::{broadcast_binary, BinaryFn, Value};
 
 /// ONNX `auto_pad`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,57 +21,83 @@ pub(crate) enum AutoPad {
     SameLower,
 }
 
-/// Window geometry shared by `Conv` and the pools: 2-D only.
+/// The most spatial dims a window has (3-D convolution and pooling).
+pub(crate) const MAX_SPATIAL: usize = 3;
+
+/// Window attributes shared by `Conv`, `ConvTranspose` and the pools, as the node gives them
+/// (their number of spatial dims is known once the input's shape is).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Window {
-    /// Kernel size from the attribute (`None`: taken from the weight, Conv only).
-    pub kernel: Option<[usize; 2]>,
-    pub strides: [usize; 2],
-    pub dilations: [usize; 2],
-    /// `[top, left, bottom, right]` as in ONNX `pads` (begins then ends).
-    pub pads: [usize; 4],
+    /// Kernel size from the attribute (`None`: taken from the weight, convolutions only).
+    pub kernel: Option<Vec<usize>>,
+    strides: Option<Vec<usize>>,
+    dilations: Option<Vec<usize>>,
+    /// Begins then ends, as ONNX `pads`.
+    pads: Option<Vec<usize>>,
     pub auto_pad: AutoPad,
     pub ceil_mode: bool,
 }
 
-fn pair(ctx: &NodeCtx, name: &str, v: Option<Vec<i64>>, min: i64) -> Result<Option<[usize; 2]>> {
-    match v {
-        None => Ok(None),
-        Some(v) => {
-            if v.len() != 2 {
-                return Err(ctx.err(format!(
-                    "{name} {v:?}: only 2-D windows (two values) are supported"
-                )));
-            }
-            if v.iter().any(|&x| x < min) {
-                return Err(ctx.err(format!("{name} {v:?}: values must be >= {min}")));
-            }
-            Ok(Some([v[0] as usize, v[1] as usize]))
-        }
+/// A window resolved for one input's spatial shape: one entry per spatial axis.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Begins then ends (`[top, left, bottom, right]` in 2-D).
+    pub pads: Vec<usize>,
+    /// Output spatial size.
+    pub out: Vec<usize>,
+}
+
+impl Resolved {
+    /// `(begin, end)` pads of spatial axis `i`.
+    pub(crate) fn pad_pair(&self, i: usize) -> (usize, usize) {
+        let r = self.strides.len();
+        (self.pads[i], self.pads[i + r])
     }
 }
 
+fn ints(ctx: &NodeCtx, name: &str, min: i64) -> Result<Option<Vec<usize>>> {
+    let Some(v) = ctx.attr_ints(name)? else {
+        return Ok(None);
+    };
+    if v.iter().any(|&x| x < min) {
+        return Err(ctx.err(format!("{name} {v:?}: values must be >= {min}")));
+    }
+    Ok(Some(v.iter().map(|&x| x as usize).collect()))
+}
+
 impl Window {
-    /// Reads kernel_shape, strides, dilations, pads, auto_pad (and ceil_mode
-    /// when `with_ceil`).
+    /// Reads kernel_shape, strides, dilations, pads, auto_pad (and ceil_mode when
+    /// `with_ceil`), checking that they agree on the number of spatial dims.
     pub(crate) fn parse(ctx: &NodeCtx, with_ceil: bool) -> Result<Window> {
-        let kernel = pair(ctx, "kernel_shape", ctx.attr_ints("kernel_shape")?, 1)?;
-        let strides = pair(ctx, "strides", ctx.attr_ints("strides")?, 1)?.unwrap_or([1, 1]);
-        let dilations = pair(ctx, "dilations", ctx.attr_ints("dilations")?, 1)?.unwrap_or([1, 1]);
-        let pads = match ctx.attr_ints("pads")? {
-            None => [0; 4],
-            Some(p) => {
-                if p.len() != 4 {
-                    return Err(ctx.err(format!(
-                        "pads {p:?}: only 2-D windows (four values) are supported"
-                    )));
-                }
-                if p.iter().any(|&x| x < 0) {
-                    return Err(ctx.err(format!("pads {p:?}: negative pads are not supported")));
-                }
-                [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
+        let kernel = ints(ctx, "kernel_shape", 1)?;
+        let strides = ints(ctx, "strides", 1)?;
+        let dilations = ints(ctx, "dilations", 1)?;
+        let pads = ints(ctx, "pads", 0)?;
+        // Values per spatial dim: pads has two (begin and end).
+        let mut rank = None;
+        for (name, values, per_dim) in [
+            ("kernel_shape", &kernel, 1),
+            ("strides", &strides, 1),
+            ("dilations", &dilations, 1),
+            ("pads", &pads, 2),
+        ] {
+            let Some(v) = values else { continue };
+            let dims = v.len() / per_dim;
+            if v.len() % per_dim != 0 || !(1..=MAX_SPATIAL).contains(&dims) {
+                return Err(ctx.err(format!(
+                    "{name} has {} values: 1-D, 2-D and 3-D windows are supported",
+                    v.len()
+                )));
             }
-        };
+            let first = *rank.get_or_insert(dims);
+            if first != dims {
+                return Err(ctx.err(format!(
+                    "{name} is for {dims} spatial dims, the other window attributes for {first}"
+                )));
+            }
+        }
         let auto_pad = match ctx.attr_string("auto_pad")?.as_deref() {
             None | Some("NOTSET") => AutoPad::NotSet,
             Some("VALID") => AutoPad::Valid,
@@ -94,27 +124,53 @@ impl Window {
         })
     }
 
-    /// Pads `[top, left, bottom, right]` and output size for a spatial input
-    /// `hw` and kernel `k`.
+    /// Strides, dilations and explicit pads for `r` spatial dims (defaults 1, 1, 0).
+    fn for_rank(&self, r: usize) -> std::result::Result<WindowAxes, String> {
+        let given = self
+            .kernel
+            .as_ref()
+            .or(self.strides.as_ref())
+            .or(self.dilations.as_ref())
+            .map(Vec::len)
+            .or(self.pads.as_ref().map(|p| p.len() / 2));
+        if !(1..=MAX_SPATIAL).contains(&r) {
+            return Err(format!(
+                "{r} spatial dims: 1-D, 2-D and 3-D windows are supported"
+            ));
+        }
+        if let Some(g) = given.filter(|&g| g != r) {
+            return Err(format!(
+                "the window attributes are for {g} spatial dims, the input has {r}"
+            ));
+        }
+        Ok((
+            self.strides.clone().unwrap_or_else(|| vec![1; r]),
+            self.dilations.clone().unwrap_or_else(|| vec![1; r]),
+            self.pads.clone().unwrap_or_else(|| vec![0; 2 * r]),
+        ))
+    }
+
+    /// Pads and output size for spatial input `spatial` and kernel `k`.
     pub(crate) fn resolve(
         &self,
-        hw: [usize; 2],
-        k: [usize; 2],
-    ) -> std::result::Result<([usize; 4], [usize; 2]), String> {
-        let mut pads = self.pads;
-        let mut out = [0usize; 2];
-        for i in 0..2 {
-            let (s, d) = (self.strides[i], self.dilations[i]);
+        spatial: &[usize],
+        k: &[usize],
+    ) -> std::result::Result<Resolved, String> {
+        let r = spatial.len();
+        let (strides, dilations, mut pads) = self.for_rank(r)?;
+        let mut out = vec![0usize; r];
+        for i in 0..r {
+            let (s, d) = (strides[i], dilations[i]);
             let span = d * (k[i] - 1) + 1;
             match self.auto_pad {
                 AutoPad::NotSet => {}
                 AutoPad::Valid => {
                     pads[i] = 0;
-                    pads[i + 2] = 0;
+                    pads[i + r] = 0;
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
-                    let o = hw[i].div_ceil(s);
-                    let total = ((o - 1) * s + span).saturating_sub(hw[i]);
+                    let o = spatial[i].div_ceil(s);
+                    let total = ((o - 1) * s + span).saturating_sub(spatial[i]);
                     let small = total / 2;
                     let (b, e) = if self.auto_pad == AutoPad::SameUpper {
                         (small, total - small)
@@ -122,15 +178,15 @@ impl Window {
                         (total - small, small)
                     };
                     pads[i] = b;
-                    pads[i + 2] = e;
+                    pads[i + r] = e;
                 }
             }
-            let padded = hw[i] + pads[i] + pads[i + 2];
+            let padded = spatial[i] + pads[i] + pads[i + r];
             if padded < span {
                 return Err(format!(
                     "spatial size {} (padded {padded}) is smaller than the window {span} \
                      (kernel {}, dilation {d})",
-                    hw[i], k[i]
+                    spatial[i], k[i]
                 ));
             }
             let num = padded - span;
@@ -140,13 +196,53 @@ impl Window {
                 num / s
             } + 1;
             // ceil mode: a last window that starts in the end padding is dropped.
-            if self.ceil_mode && (o - 1) * s >= hw[i] + pads[i] {
+            if self.ceil_mode && (o - 1) * s >= spatial[i] + pads[i] {
                 o -= 1;
             }
             out[i] = o;
         }
-        Ok((pads, out))
+        Ok(Resolved {
+            strides,
+            dilations,
+            pads,
+            out,
+        })
     }
+}
+
+/// Strides, dilations and pads (begins then ends) of every spatial axis.
+type WindowAxes = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// The first `N` entries as an array (the caller has checked the length).
+fn arr<const N: usize>(v: &[usize]) -> [usize; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(&v[..N]);
+    a
+}
+
+/// `(begin, end)` pads of every spatial axis as an array.
+fn pad_pairs<const N: usize>(r: &Resolved) -> [(usize, usize); N] {
+    std::array::from_fn(|i| r.pad_pair(i))
+}
+
+/// Checks the input and weight ranks of a convolution: rank 3 to 5, equal.
+fn check_ranks(x: &[usize], w: &[usize], layout: &str) -> std::result::Result<(), String> {
+    if !(3..=MAX_SPATIAL + 2).contains(&x.len()) {
+        return Err(format!(
+            "input X has shape {x:?}; 1-D, 2-D and 3-D convolutions (rank 3 to 5 input \
+             [N, C, D1, ...]) are supported"
+        ));
+    }
+    if w.len() != x.len() {
+        return Err(format!(
+            "weight W has shape {w:?}; expected rank {} {layout}",
+            x.len()
+        ));
+    }
+    if w[2..].contains(&0) {
+        return Err(format!("weight W {w:?} has an empty kernel"));
+    }
+    Ok(())
 }
 
 /// A planned `Conv`.
@@ -155,6 +251,27 @@ pub(crate) struct Conv {
     window: Window,
     groups: usize,
     has_bias: bool,
+}
+
+fn parse_groups(ctx: &NodeCtx) -> Result<usize> {
+    let groups = ctx.attr_int("group", 1)?;
+    if groups < 1 {
+        return Err(ctx.err(format!("group {groups} must be >= 1")));
+    }
+    Ok(groups as usize)
+}
+
+/// The tensor inputs X, W and optional B of a convolution; whether B is there.
+fn conv_inputs(ctx: &mut NodeCtx) -> Result<bool> {
+    ctx.input_count(2, 3)?;
+    ctx.single_output()?;
+    ctx.tensor_input(0)?;
+    ctx.tensor_input(1)?;
+    let has_bias = ctx.input_name(2).is_some();
+    if has_bias {
+        ctx.tensor_input(2)?;
+    }
+    Ok(has_bias)
 }
 
 pub(crate) fn build(ctx: &mut NodeCtx) -> Result<Op> {
@@ -166,22 +283,12 @@ pub(crate) fn build(ctx: &mut NodeCtx) -> Result<Op> {
         "pads",
         "strides",
     ])?;
-    ctx.input_count(2, 3)?;
-    ctx.single_output()?;
     let window = Window::parse(ctx, false)?;
-    let groups = ctx.attr_int("group", 1)?;
-    if groups < 1 {
-        return Err(ctx.err(format!("group {groups} must be >= 1")));
-    }
-    ctx.tensor_input(0)?;
-    ctx.tensor_input(1)?;
-    let has_bias = ctx.input_name(2).is_some();
-    if has_bias {
-        ctx.tensor_input(2)?;
-    }
+    let groups = parse_groups(ctx)?;
+    let has_bias = conv_inputs(ctx)?;
     Ok(Op::Conv(Conv {
         window,
-        groups: groups as usize,
+        groups,
         has_bias,
     }))
 }
@@ -191,17 +298,8 @@ impl Conv {
         &self,
         x: &[usize],
         w: &[usize],
-    ) -> std::result::Result<([usize; 4], Vec<usize>), String> {
-        if x.len() != 4 {
-            return Err(format!(
-                "input X has shape {x:?}; only 2-D convolution (rank-4 NCHW input) is supported"
-            ));
-        }
-        if w.len() != 4 {
-            return Err(format!(
-                "weight W has shape {w:?}; expected rank 4 [M, C/group, kH, kW]"
-            ));
-        }
+    ) -> std::result::Result<(Resolved, Vec<usize>), String> {
+        check_ranks(x, w, "[M, C/group, k1, ...]")?;
         let g = self.groups;
         if x[1] != w[1] * g {
             return Err(format!(
@@ -216,34 +314,36 @@ impl Conv {
                 w[0]
             ));
         }
-        let k = [w[2], w[3]];
-        if k.contains(&0) {
-            return Err(format!("weight W {w:?} has an empty kernel"));
-        }
-        if let Some(ks) = self.window.kernel {
-            if ks != k {
+        let k = &w[2..];
+        if let Some(ks) = &self.window.kernel {
+            if ks.as_slice() != k {
                 return Err(format!("kernel_shape {ks:?} does not match weight W {w:?}"));
             }
         }
-        let (pads, hw) = self.window.resolve([x[2], x[3]], k)?;
-        Ok((pads, vec![x[0], w[0], hw[0], hw[1]]))
+        let res = self.window.resolve(&x[2..], k)?;
+        let mut out = vec![x[0], w[0]];
+        out.extend_from_slice(&res.out);
+        Ok((res, out))
     }
 
-    /// The convolution of input `x` by weight `w` as the packed kernels describe it.
+    /// The 2-D convolution of input `x` by weight `w` as the packed kernels describe it.
     pub(crate) fn kernel_geometry(
         &self,
         x: &[usize],
         w: &[usize],
     ) -> std::result::Result<subsetq_kernels::ConvGeometry, String> {
-        let (pads, _) = self.geometry(x, w)?;
+        let (res, _) = self.geometry(x, w)?;
+        if x.len() != 4 {
+            return Err(format!("input X {x:?}: the packed kernels are 2-D"));
+        }
         Ok(subsetq_kernels::ConvGeometry {
             in_channels: x[1],
             in_hw: [x[2], x[3]],
             out_channels: w[0],
             kernel: [w[2], w[3]],
-            strides: self.window.strides,
-            dilations: self.window.dilations,
-            pads,
+            strides: arr(&res.strides),
+            dilations: arr(&res.dilations),
+            pads: arr(&res.pads),
             groups: self.groups,
         })
     }
@@ -265,17 +365,252 @@ impl Conv {
             unreachable!("input count checked when the plan was built")
         };
         let b = it.next().map(Value::into_r1);
-        let (x, w) = (x.into_r4(), w.into_r4());
-        let (pads, _) = match self.geometry(&x.dims(), &w.dims()) {
+        let res = match self.geometry(&x.dims(), &w.dims()) {
+            Ok((res, _)) => res,
+            Err(e) => unreachable!("checked by shape inference: {e}"),
+        };
+        macro_rules! options {
+            ($n:literal) => {
+                ConvOptions {
+                    stride: arr::<$n>(&res.strides),
+                    padding: pad_pairs::<$n>(&res),
+                    dilation: arr::<$n>(&res.dilations),
+                    groups: self.groups,
+                }
+            };
+        }
+        match (x, w) {
+            (Value::R3(x), Value::R3(w)) => Value::R3(conv1d(x, w, b, options!(1))),
+            (Value::R4(x), Value::R4(w)) => Value::R4(conv2d(x, w, b, options!(2))),
+            (x @ Value::R5(_), Value::R5(w)) => {
+                // burn's conv3d pads symmetrically: the excess of an asymmetric pair is
+                // written into the input as zeros first.
+                let mut x = x;
+                let mut options = options!(3);
+                for (i, pad) in options.padding.iter_mut().enumerate() {
+                    let both = pad.0.min(pad.1);
+                    x = pad_zeros(x, i + 2, pad.0 - both, pad.1 - both);
+                    *pad = (both, both);
+                }
+                Value::R5(conv3d(x.into_r5(), w, b, options))
+            }
+            _ => unreachable!("ranks checked by shape inference"),
+        }
+    }
+}
+
+/// A planned `ConvTranspose`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvTranspose {
+    window: Window,
+    groups: usize,
+    has_bias: bool,
+    output_padding: Option<Vec<usize>>,
+    /// The spatial output size asked for (pads are then derived from it).
+    output_shape: Option<Vec<usize>>,
+}
+
+pub(crate) fn build_transpose(ctx: &mut NodeCtx) -> Result<Op> {
+    ctx.only_attrs(&[
+        "auto_pad",
+        "dilations",
+        "group",
+        "kernel_shape",
+        "output_padding",
+        "output_shape",
+        "pads",
+        "strides",
+    ])?;
+    let window = Window::parse(ctx, false)?;
+    let groups = parse_groups(ctx)?;
+    let output_padding = ints(ctx, "output_padding", 0)?;
+    let output_shape = ints(ctx, "output_shape", 1)?;
+    let has_bias = conv_inputs(ctx)?;
+    Ok(Op::ConvTranspose(ConvTranspose {
+        window,
+        groups,
+        has_bias,
+        output_padding,
+        output_shape,
+    }))
+}
+
+/// A transposed convolution resolved for one input: burn computes the full output (no pads),
+/// of which `[pads_begin, pads_begin + out)` per axis is kept, zeros beyond its end.
+struct TransposeGeometry {
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    full: Vec<usize>,
+    begin: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl ConvTranspose {
+    fn geometry(&self, x: &[usize], w: &[usize]) -> std::result::Result<TransposeGeometry, String> {
+        check_ranks(x, w, "[C, M/group, k1, ...]")?;
+        let g = self.groups;
+        if x[1] != w[0] {
+            return Err(format!(
+                "input X has {} channels but weight W {w:?} has {}",
+                x[1], w[0]
+            ));
+        }
+        if !w[0].is_multiple_of(g) {
+            return Err(format!(
+                "weight W {w:?}: {} input channels not divisible by group {g}",
+                w[0]
+            ));
+        }
+        let k = &w[2..];
+        if let Some(ks) = &self.window.kernel {
+            if ks.as_slice() != k {
+                return Err(format!("kernel_shape {ks:?} does not match weight W {w:?}"));
+            }
+        }
+        let spatial = &x[2..];
+        let r = spatial.len();
+        let (strides, dilations, pads) = self.window.for_rank(r)?;
+        let adj = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
+        if adj.len() != r {
+            return Err(format!(
+                "output_padding {adj:?} is not for {r} spatial dims"
+            ));
+        }
+        // output_shape may list the spatial dims or the whole output shape.
+        let asked = match &self.output_shape {
+            Some(s) if s.len() == r => Some(s.clone()),
+            Some(s) if s.len() == r + 2 => Some(s[2..].to_vec()),
+            Some(s) => return Err(format!("output_shape {s:?} is not for {r} spatial dims")),
+            None if matches!(
+                self.window.auto_pad,
+                AutoPad::SameUpper | AutoPad::SameLower
+            ) =>
+            {
+                Some(spatial.iter().zip(&strides).map(|(x, s)| x * s).collect())
+            }
+            None => None,
+        };
+        let mut geo = TransposeGeometry {
+            strides,
+            dilations,
+            full: vec![0; r],
+            begin: vec![0; r],
+            out_shape: vec![x[0], w[1] * g],
+        };
+        for i in 0..r {
+            let full = (spatial[i] - 1) * geo.strides[i] + geo.dilations[i] * (k[i] - 1) + 1;
+            let total_out = full + adj[i];
+            let (begin, out) = match &asked {
+                Some(asked) => {
+                    let Some(total) = total_out.checked_sub(asked[i]) else {
+                        return Err(format!(
+                            "output_shape {asked:?} is larger than the full output \
+                             (size {total_out} along spatial axis {i})"
+                        ));
+                    };
+                    // As ONNX's reference: SAME_UPPER puts the odd pad at the end.
+                    let begin = if self.window.auto_pad == AutoPad::SameUpper {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    };
+                    (begin, asked[i])
+                }
+                None if self.window.auto_pad == AutoPad::Valid => (0, total_out),
+                None => {
+                    let (b, e) = (pads[i], pads[i + r]);
+                    match total_out.checked_sub(b + e).filter(|&o| o > 0) {
+                        Some(o) => (b, o),
+                        None => {
+                            return Err(format!(
+                                "pads {pads:?} leave no output along spatial axis {i} \
+                                 (full size {total_out})"
+                            ))
+                        }
+                    }
+                }
+            };
+            geo.full[i] = full;
+            geo.begin[i] = begin;
+            geo.out_shape.push(out);
+        }
+        Ok(geo)
+    }
+
+    pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        let out = self.geometry(ins[0], ins[1])?.out_shape;
+        if self.has_bias && ins[2] != [out[1]] {
+            return Err(format!(
+                "bias B has shape {:?}, expected [{}]",
+                ins[2], out[1]
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
+        let mut it = ins.into_iter();
+        let (Some(x), Some(w)) = (it.next(), it.next()) else {
+            unreachable!("input count checked when the plan was built")
+        };
+        let b = it.next();
+        let geo = match self.geometry(&x.dims(), &w.dims()) {
             Ok(g) => g,
             Err(e) => unreachable!("checked by shape inference: {e}"),
         };
-        let options = ConvOptions {
-            stride: self.window.strides,
-            padding: [(pads[0], pads[2]), (pads[1], pads[3])],
-            dilation: self.window.dilations,
-            groups: self.groups,
+        macro_rules! options {
+            ($n:literal) => {
+                ConvTransposeOptions {
+                    stride: arr::<$n>(&geo.strides),
+                    padding: [0; $n],
+                    padding_out: [0; $n],
+                    dilation: arr::<$n>(&geo.dilations),
+                    groups: self.groups,
+                }
+            };
+        }
+        let mut y = match (x, w) {
+            (Value::R3(x), Value::R3(w)) => Value::R3(conv_transpose1d(x, w, None, options!(1))),
+            (Value::R4(x), Value::R4(w)) => Value::R4(conv_transpose2d(x, w, None, options!(2))),
+            (Value::R5(x), Value::R5(w)) => Value::R5(conv_transpose3d(x, w, None, options!(3))),
+            _ => unreachable!("ranks checked by shape inference"),
         };
-        Value::R4(conv2d(x, w, b, options))
+        // Keep [begin, begin + out) of each spatial axis; past the full output it is zero.
+        for (i, &full) in geo.full.iter().enumerate() {
+            let (begin, out) = (geo.begin[i], geo.out_shape[i + 2]);
+            y = pad_zeros(y, i + 2, 0, (begin + out).saturating_sub(full));
+            if begin > 0 || out != full {
+                y = y.narrow(i + 2, begin, out);
+            }
+        }
+        match b {
+            None => y,
+            Some(b) => {
+                let mut shape = vec![1; geo.out_shape.len()];
+                shape[1] = geo.out_shape[1];
+                broadcast_binary(y, b.reshape(&shape), BinaryFn::Add)
+            }
+        }
     }
+}
+
+/// `v` with `begin` and `end` zeros added along `axis`.
+fn pad_zeros(v: Value, axis: usize, begin: usize, end: usize) -> Value {
+    if begin == 0 && end == 0 {
+        return v;
+    }
+    let zeros = |n: usize| {
+        let mut dims = v.dims();
+        dims[axis] = n;
+        Value::from_f32(vec![0.0; dims.iter().product()], &dims, &v.device())
+            .unwrap_or_else(|| unreachable!("shape {dims:?} checked by shape inference"))
+    };
+    let mut parts = Vec::with_capacity(3);
+    if begin > 0 {
+        parts.push(zeros(begin));
+    }
+    let after = (end > 0).then(|| zeros(end));
+    parts.push(v);
+    parts.extend(after);
+    Value::cat(parts, axis)
 }

@@ -28,6 +28,7 @@ pub(crate) type Slot = usize;
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
     Conv(conv::Conv),
+    ConvTranspose(conv::ConvTranspose),
     Gemm(gemm::Gemm),
     MatMul,
     BatchNorm(norm::BatchNorm),
@@ -86,6 +87,7 @@ type BuildFn = fn(&mut NodeCtx) -> Result<Op>;
 /// The registry: ONNX operator type → builder.
 const REGISTRY: &[(&str, BuildFn)] = &[
     ("Conv", conv::build),
+    ("ConvTranspose", conv::build_transpose),
     ("Gemm", gemm::build_gemm),
     ("MatMul", gemm::build_matmul),
     ("BatchNormalization", norm::build_batch_norm),
@@ -112,6 +114,8 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("Reciprocal", activation::build_unary),
     ("Floor", activation::build_unary),
     ("Ceil", activation::build_unary),
+    ("Sign", activation::build_unary),
+    ("Shrink", activation::build_unary),
     ("Softsign", activation::build_unary),
     ("Softplus", activation::build_unary),
     ("HardSwish", activation::build_unary),
@@ -376,6 +380,7 @@ impl Op {
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let out = match self {
             Op::Conv(c) => c.infer(ins)?,
+            Op::ConvTranspose(c) => c.infer(ins)?,
             Op::Gemm(g) => g.infer(ins)?,
             Op::MatMul => gemm::infer_matmul(ins)?,
             Op::BatchNorm(b) => b.infer(ins)?,
@@ -415,6 +420,7 @@ impl Op {
     pub(crate) fn run(&self, ins: Vec<Value>, out: &[usize]) -> Value {
         match self {
             Op::Conv(c) => c.run(ins),
+            Op::ConvTranspose(c) => c.run(ins),
             Op::Gemm(g) => g.run(ins),
             Op::MatMul => gemm::run_matmul(ins, out),
             Op::BatchNorm(b) => b.run(ins),

@@ -1,19 +1,24 @@
-//! `MaxPool`, `AveragePool` (2-D, NCHW; asymmetric pads, strides, dilations
-//! for max, `ceil_mode`, `count_include_pad`) and `GlobalAveragePool`.
+//! `MaxPool`, `AveragePool` over 1, 2 or 3 spatial dims (asymmetric pads, strides,
+//! dilations for max, `ceil_mode`, `count_include_pad`) and `GlobalAveragePool`.
+//!
+//! burn pools in 2-D only; a 1-D pool runs as a 2-D one over `[N, C, 1, L]`, and a 3-D pool
+//! as two 2-D ones, over (H, W) and then over D: a box max (or mean, whose divisor is the
+//! product of the axes' window counts, padded or not) is the max (mean) along D of the (H, W)
+//! window's.
 
 use burn_tensor::module::{avg_pool2d, max_pool2d};
 use burn_tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
-use super::conv::{AutoPad, Window};
+use super::conv::{AutoPad, Resolved, Window};
 use super::{first, NodeCtx, Op};
 use crate::error::Result;
 use crate::value::Value;
 
-/// A planned 2-D pool.
+/// A planned pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
     window: Window,
-    kernel: [usize; 2],
+    kernel: Vec<usize>,
     count_include_pad: bool,
 }
 
@@ -47,12 +52,15 @@ fn build_pool(ctx: &mut NodeCtx, max: bool) -> Result<Pool> {
     let window = Window::parse(ctx, true)?;
     let kernel = window
         .kernel
+        .clone()
         .ok_or_else(|| ctx.err("attribute kernel_shape is required"))?;
-    if !max && window.dilations != [1, 1] {
-        return Err(ctx.err(format!(
-            "dilations {:?} are not supported for AveragePool",
-            window.dilations
-        )));
+    if !max {
+        if let Some(d) = ctx
+            .attr_ints("dilations")?
+            .filter(|d| d.iter().any(|&x| x != 1))
+        {
+            return Err(ctx.err(format!("dilations {d:?} are not supported for AveragePool")));
+        }
     }
     let count_include_pad = match ctx.attr_int("count_include_pad", 0)? {
         0 => false,
@@ -75,36 +83,88 @@ pub(crate) fn build_average_pool(ctx: &mut NodeCtx) -> Result<Op> {
     build_pool(ctx, false).map(Op::AveragePool)
 }
 
+/// One 2-D pooling pass: kernel, strides, `(begin, end)` pads and dilations of (H, W).
+struct Pass {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    pads: [(usize, usize); 2],
+    dilations: [usize; 2],
+}
+
+impl Pass {
+    /// The 2-D pass whose H and W windows are those of spatial axes `h` and `w` of the
+    /// pool (`None`: a size-1 axis the window does not move along).
+    fn of(kernel: &[usize], res: &Resolved, h: Option<usize>, w: Option<usize>) -> Pass {
+        let at = |v: &[usize], a: Option<usize>| a.map_or(1, |a| v[a]);
+        let pads = |a: Option<usize>| a.map_or((0, 0), |a| res.pad_pair(a));
+        Pass {
+            kernel: [at(kernel, h), at(kernel, w)],
+            strides: [at(&res.strides, h), at(&res.strides, w)],
+            pads: [pads(h), pads(w)],
+            dilations: [at(&res.dilations, h), at(&res.dilations, w)],
+        }
+    }
+}
+
 impl Pool {
-    fn geometry(&self, x: &[usize]) -> std::result::Result<([usize; 4], Vec<usize>), String> {
-        if x.len() != 4 {
+    fn geometry(&self, x: &[usize]) -> std::result::Result<(Resolved, Vec<usize>), String> {
+        if !(3..=5).contains(&x.len()) {
             return Err(format!(
-                "input X has shape {x:?}; only 2-D pooling (rank-4 NCHW input) is supported"
+                "input X has shape {x:?}; 1-D, 2-D and 3-D pooling (rank 3 to 5 input \
+                 [N, C, D1, ...]) are supported"
             ));
         }
-        let (pads, hw) = self.window.resolve([x[2], x[3]], self.kernel)?;
-        for i in 0..2 {
+        if self.kernel.len() != x.len() - 2 {
+            return Err(format!(
+                "kernel_shape {:?} is not for the {} spatial dims of input X {x:?}",
+                self.kernel,
+                x.len() - 2
+            ));
+        }
+        let res = self.window.resolve(&x[2..], &self.kernel)?;
+        for i in 0..self.kernel.len() {
             // As ONNX Runtime and PyTorch require: a window never lies fully in padding.
-            if pads[i] >= self.kernel[i] * self.window.dilations[i]
-                || pads[i + 2] >= self.kernel[i] * self.window.dilations[i]
-            {
+            let (b, e) = res.pad_pair(i);
+            let span = self.kernel[i] * res.dilations[i];
+            if b >= span || e >= span {
                 return Err(format!(
-                    "pads {pads:?} must be smaller than the kernel {:?}",
-                    self.kernel
+                    "pads {:?} must be smaller than the kernel {:?}",
+                    res.pads, self.kernel
                 ));
             }
         }
-        Ok((pads, vec![x[0], x[1], hw[0], hw[1]]))
+        let mut out = vec![x[0], x[1]];
+        out.extend_from_slice(&res.out);
+        Ok((res, out))
     }
 
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         Ok(self.geometry(ins[0])?.1)
     }
 
-    fn pads(&self, x: &Value) -> [(usize, usize); 2] {
-        match self.geometry(&x.dims()) {
-            Ok((p, _)) => [(p[0], p[2]), (p[1], p[3])],
+    /// Runs `pass2d` (a 2-D pool) over the spatial axes of `x` as the module doc says.
+    fn run(&self, x: Value, pass2d: impl Fn(Value, &Pass) -> Value) -> Value {
+        let d = x.dims();
+        let (res, out) = match self.geometry(&d) {
+            Ok(g) => g,
             Err(e) => unreachable!("checked by shape inference: {e}"),
+        };
+        let (n, c) = (d[0], d[1]);
+        match d.len() {
+            3 => {
+                let pass = Pass::of(&self.kernel, &res, None, Some(0));
+                pass2d(x.reshape(&[n, c, 1, d[2]]), &pass).reshape(&out)
+            }
+            4 => pass2d(x, &Pass::of(&self.kernel, &res, Some(0), Some(1))),
+            _ => {
+                let (depth, oh, ow) = (d[2], out[3], out[4]);
+                let hw = pass2d(
+                    x.reshape(&[n, c * depth, d[3], d[4]]),
+                    &Pass::of(&self.kernel, &res, Some(1), Some(2)),
+                );
+                let along_d = Pass::of(&self.kernel, &res, Some(0), None);
+                pass2d(hw.reshape(&[n, c, depth, oh * ow]), &along_d).reshape(&out)
+            }
         }
     }
 
@@ -117,29 +177,33 @@ impl Pool {
                 return y;
             }
         }
-        let options = MaxPoolOptions {
-            kernel_size: self.kernel,
-            stride: self.window.strides,
-            padding: self.pads(&x),
-            dilation: self.window.dilations,
-            ceil_mode: self.window.ceil_mode,
-        };
-        Value::R4(max_pool2d(x.into_r4(), options))
+        self.run(x, |x, p| {
+            let options = MaxPoolOptions {
+                kernel_size: p.kernel,
+                stride: p.strides,
+                padding: p.pads,
+                dilation: p.dilations,
+                ceil_mode: self.window.ceil_mode,
+            };
+            Value::R4(max_pool2d(x.into_r4(), options))
+        })
     }
 
-    /// Non-overlapping windows (kernel = stride, no padding or dilation, sizes
+    /// Non-overlapping 2-D windows (kernel = stride, no padding or dilation, sizes
     /// divisible): a reshape to `[N, C, H/kh, kh, W/kw, kw]` and two max
     /// reductions, much faster on the CPU backend than its pooling kernel.
     fn max_tiles(&self, x: &Value) -> Option<Value> {
-        let w = &self.window;
-        let k = self.kernel;
         let d = x.dims();
-        let plain = w.strides == k
-            && w.dilations == [1, 1]
-            && w.auto_pad != AutoPad::SameUpper
-            && w.auto_pad != AutoPad::SameLower
-            && (w.pads == [0; 4] || w.auto_pad == AutoPad::Valid)
-            && d.len() == 4
+        if d.len() != 4 {
+            return None;
+        }
+        let (res, _) = self.geometry(&d).ok()?;
+        let k = &self.kernel;
+        let plain = res.strides == *k
+            && res.dilations == [1, 1]
+            && self.window.auto_pad != AutoPad::SameUpper
+            && self.window.auto_pad != AutoPad::SameLower
+            && res.pads == [0; 4]
             && d[2].is_multiple_of(k[0])
             && d[3].is_multiple_of(k[1]);
         if !plain {
@@ -154,15 +218,16 @@ impl Pool {
     }
 
     pub(crate) fn run_avg(&self, ins: Vec<Value>) -> Value {
-        let x = first(ins);
-        let options = AvgPoolOptions {
-            kernel_size: self.kernel,
-            stride: self.window.strides,
-            padding: self.pads(&x),
-            count_include_pad: self.count_include_pad,
-            ceil_mode: self.window.ceil_mode,
-        };
-        Value::R4(avg_pool2d(x.into_r4(), options))
+        self.run(first(ins), |x, p| {
+            let options = AvgPoolOptions {
+                kernel_size: p.kernel,
+                stride: p.strides,
+                padding: p.pads,
+                count_include_pad: self.count_include_pad,
+                ceil_mode: self.window.ceil_mode,
+            };
+            Value::R4(avg_pool2d(x.into_r4(), options))
+        })
     }
 }
 
