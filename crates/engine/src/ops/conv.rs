@@ -124,6 +124,17 @@ impl Window {
         })
     }
 
+    /// The kernel size of weight `w` (`[_, _, k1, ...]`), checked against kernel_shape.
+    fn kernel_of<'w>(&self, w: &'w [usize]) -> std::result::Result<&'w [usize], String> {
+        let k = &w[2..];
+        match &self.kernel {
+            Some(ks) if ks.as_slice() != k => {
+                Err(format!("kernel_shape {ks:?} does not match weight W {w:?}"))
+            }
+            _ => Ok(k),
+        }
+    }
+
     /// Strides, dilations and explicit pads for `r` spatial dims (defaults 1, 1, 0).
     fn for_rank(&self, r: usize) -> std::result::Result<WindowAxes, String> {
         let given = self
@@ -245,6 +256,30 @@ fn check_ranks(x: &[usize], w: &[usize], layout: &str) -> std::result::Result<()
     Ok(())
 }
 
+/// A convolution's output shape `out`, once its bias (if any) is checked to be `[M]`.
+fn check_bias(
+    has_bias: bool,
+    ins: &[&[usize]],
+    out: Vec<usize>,
+) -> std::result::Result<Vec<usize>, String> {
+    if has_bias && ins[2] != [out[1]] {
+        return Err(format!(
+            "bias B has shape {:?}, expected [{}]",
+            ins[2], out[1]
+        ));
+    }
+    Ok(out)
+}
+
+/// A convolution's runtime inputs X, W and the optional B.
+fn operands(ins: Vec<Value>) -> (Value, Value, Option<Value>) {
+    let mut it = ins.into_iter();
+    let (Some(x), Some(w)) = (it.next(), it.next()) else {
+        unreachable!("input count checked when the plan was built")
+    };
+    (x, w, it.next())
+}
+
 /// A planned `Conv`.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
@@ -314,12 +349,7 @@ impl Conv {
                 w[0]
             ));
         }
-        let k = &w[2..];
-        if let Some(ks) = &self.window.kernel {
-            if ks.as_slice() != k {
-                return Err(format!("kernel_shape {ks:?} does not match weight W {w:?}"));
-            }
-        }
+        let k = self.window.kernel_of(w)?;
         let res = self.window.resolve(&x[2..], k)?;
         let mut out = vec![x[0], w[0]];
         out.extend_from_slice(&res.out);
@@ -350,21 +380,12 @@ impl Conv {
 
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let (_, out) = self.geometry(ins[0], ins[1])?;
-        if self.has_bias && ins[2] != [out[1]] {
-            return Err(format!(
-                "bias B has shape {:?}, expected [{}]",
-                ins[2], out[1]
-            ));
-        }
-        Ok(out)
+        check_bias(self.has_bias, ins, out)
     }
 
     pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
-        let mut it = ins.into_iter();
-        let (Some(x), Some(w)) = (it.next(), it.next()) else {
-            unreachable!("input count checked when the plan was built")
-        };
-        let b = it.next().map(Value::into_r1);
+        let (x, w, b) = operands(ins);
+        let b = b.map(Value::into_r1);
         let res = match self.geometry(&x.dims(), &w.dims()) {
             Ok((res, _)) => res,
             Err(e) => unreachable!("checked by shape inference: {e}"),
@@ -461,12 +482,7 @@ impl ConvTranspose {
                 w[0]
             ));
         }
-        let k = &w[2..];
-        if let Some(ks) = &self.window.kernel {
-            if ks.as_slice() != k {
-                return Err(format!("kernel_shape {ks:?} does not match weight W {w:?}"));
-            }
-        }
+        let k = self.window.kernel_of(w)?;
         let spatial = &x[2..];
         let r = spatial.len();
         let (strides, dilations, pads) = self.window.for_rank(r)?;
@@ -539,21 +555,11 @@ impl ConvTranspose {
 
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let out = self.geometry(ins[0], ins[1])?.out_shape;
-        if self.has_bias && ins[2] != [out[1]] {
-            return Err(format!(
-                "bias B has shape {:?}, expected [{}]",
-                ins[2], out[1]
-            ));
-        }
-        Ok(out)
+        check_bias(self.has_bias, ins, out)
     }
 
     pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
-        let mut it = ins.into_iter();
-        let (Some(x), Some(w)) = (it.next(), it.next()) else {
-            unreachable!("input count checked when the plan was built")
-        };
-        let b = it.next();
+        let (x, w, b) = operands(ins);
         let geo = match self.geometry(&x.dims(), &w.dims()) {
             Ok(g) => g,
             Err(e) => unreachable!("checked by shape inference: {e}"),
