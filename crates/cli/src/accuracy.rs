@@ -21,24 +21,24 @@ use crate::flags::ReconArgs;
 use crate::{load_model, CommonArgs};
 
 /// A benchmark model: where it and its data live (relative to `--root`), and how it is scored.
-struct BenchModel {
-    name: &'static str,
-    model: &'static str,
-    data: &'static str,
+pub(crate) struct BenchModel {
+    pub name: &'static str,
+    pub model: &'static str,
+    pub data: &'static str,
     /// Calibration images for reconstruction.
-    calib: &'static str,
-    metric: Metric,
+    pub calib: &'static str,
+    pub metric: Metric,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Metric {
+pub(crate) enum Metric {
     /// Top-1 against the labels.
     Top1,
     /// Top-1 agreement with the FP32 model.
     Fp32Agreement,
 }
 
-const MODELS: [BenchModel; 3] = [
+pub(crate) const MODELS: [BenchModel; 3] = [
     BenchModel {
         name: "mnist-cnn",
         model: "assets/mnist-cnn.onnx",
@@ -170,24 +170,27 @@ pub fn run(args: &BenchAccuracyArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a benchmark asset that is not there (a `folder/pattern*` needs its folder), saying
+/// how to fetch it.
+pub(crate) fn existing(p: &Path) -> Result<()> {
+    if p.exists()
+        || p.parent()
+            .is_some_and(|d| d.is_dir() && p.to_string_lossy().contains('*'))
+    {
+        Ok(())
+    } else {
+        bail!(
+            "{}: not found (run `bash scripts/fetch-assets.sh` in the repository root, or give --root)",
+            p.display()
+        )
+    }
+}
+
 fn bench_model(m: &BenchModel, args: &BenchAccuracyArgs) -> Result<Vec<Cell>> {
     let model_path = args.root.join(m.model);
     let data_path = args.root.join(m.data);
-    let missing = |p: &Path| -> Result<()> {
-        if p.exists()
-            || p.parent()
-                .is_some_and(|d| d.is_dir() && p.to_string_lossy().contains('*'))
-        {
-            Ok(())
-        } else {
-            bail!(
-                "{}: not found (run `bash scripts/fetch-assets.sh` in the repository root, or give --root)",
-                p.display()
-            )
-        }
-    };
-    missing(&model_path)?;
-    missing(&data_path)?;
+    existing(&model_path)?;
+    existing(&data_path)?;
     let model = load_model(&model_path)?;
     let pre = PreprocessOverrides::default().resolve(&model_path, Some(&model))?;
     let labels = match m.metric {

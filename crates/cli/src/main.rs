@@ -5,6 +5,7 @@
 mod accuracy;
 mod bench;
 mod bench_kernels;
+mod bench_recon;
 mod cost;
 mod eval;
 mod flags;
@@ -68,6 +69,9 @@ enum BenchCommand {
     /// The packed kernels (int8 table lookup, decode to f32) against the f32 kernel on the
     /// real models' layer shapes: seconds, ratios and bytes of weights, in one run.
     Kernels(bench_kernels::BenchKernelsArgs),
+    /// Block reconstruction against the same loop in PyTorch (scripts/recon_torch.py) on the
+    /// benchmark models: seconds in total and per part, their ratio, and the top-1 of each.
+    Recon(Box<bench_recon::BenchReconArgs>),
 }
 
 #[derive(clap::Args)]
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Search(args)) => bench::run(&args),
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels::run(&args),
+        Command::Bench(BenchCommand::Recon(args)) => bench_recon::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

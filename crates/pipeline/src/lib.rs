@@ -45,7 +45,7 @@ pub use error::{one_line, Context, PipelineError, Result};
 pub use options::{
     Granularity, QuantizeOptions, Quantizer, ReconOptions, SearchOptions, WeightForm,
 };
-pub use quantize::{quantize, QuantizedModel};
+pub use quantize::{float_to_quantize, quantize, QuantizedModel};
 pub use record::{QuantizedRecord, METADATA_KEY};
 pub use subsetq_engine::reconstruct::Samples;
 

@@ -6,7 +6,7 @@ use subsetq_core::{power_of_two_terms, ActivationQuantizer, Codebook, UniversalS
 use subsetq_engine::reconstruct::Samples;
 use subsetq_engine::reconstruct::{reconstruct_model, run_samples, BlockReport, LayerQuantizer};
 use subsetq_engine::{Backend, Engine, Plan};
-use subsetq_onnx::{activation_scale_name, fold_batch_norm, Model, WeightLayer};
+use subsetq_onnx::{activation_scale_name, fold_batch_norm, FoldReport, Model, WeightLayer};
 
 use crate::error::{Context, PipelineError, Result};
 use crate::mixed::{allocate, bits_of, choose_at};
@@ -30,10 +30,25 @@ pub struct QuantizedModel {
     pub record: QuantizedRecord,
     /// Reconstructed blocks with their timings (empty without calibration data).
     pub blocks: Vec<BlockReport>,
+    /// Every weight layer's quantizer as searched, before reconstruction, in graph order
+    /// (the learned ones are named in `blocks`).
+    pub searched: Vec<LayerQuantizer>,
+}
+
+/// The float model the quantizers are searched on and reconstruction matches: constants folded
+/// into initializers (weights in compact form, or computed by constant nodes), a batch size
+/// fixed in the graph made free where that computes the same per sample (else the engine runs
+/// chunks of it), batch norms folded into the conv / gemm before them. `source` names the model
+/// in errors.
+pub fn float_to_quantize(model: &Model, source: &str) -> Result<(Model, FoldReport)> {
+    let model = model.fold_constants().context_with(|| source.to_string())?;
+    let relaxed = subsetq_engine::relax_batch(&model).context_with(|| source.to_string())?;
+    let model = relaxed.as_ref().unwrap_or(&model);
+    fold_batch_norm(model).context_with(|| format!("{source}: folding batch norms"))
 }
 
 /// Folds batch norms into their conv / gemm (so that the quantized weights are the ones a
-/// runtime multiplies with), then quantizes every weight layer: `opts.quantizer` for the middle
+/// runtime multiplies with; [`float_to_quantize`]), then quantizes every weight layer: `opts.quantizer` for the middle
 /// layers, uniform at `first_last_bits` for the first and last ([`policy`]). With `calib`,
 /// puts quantizers on activations (if `opts.abits` asks) and reconstructs the model block by
 /// block on the calibration samples. `source` names the model in errors.
@@ -46,17 +61,12 @@ pub fn quantize(
 ) -> Result<QuantizedModel> {
     let search = &opts.search;
     opts.check(calib.is_some())?;
-    // Weights in compact form, or computed by constant nodes, become initializers first.
-    let model = model.fold_constants().context_with(|| source.to_string())?;
-    // A batch size fixed in the graph is made free where that computes the same per sample
-    // (else the engine runs chunks of it).
-    let relaxed = subsetq_engine::relax_batch(&model).context_with(|| source.to_string())?;
-    let model = relaxed.as_ref().unwrap_or(&model);
-    let (float, fold) =
-        fold_batch_norm(model).context_with(|| format!("{source}: folding batch norms"))?;
+    let (float, fold) = float_to_quantize(model, source)?;
     let mut model = float.clone();
     let layers = weight_layers(&model, source)?;
     let mut records = Vec::with_capacity(layers.len());
+    let mut searched = Vec::with_capacity(layers.len());
+    // Indices into `searched` of the layers reconstruction learns.
     let mut learnable = Vec::new();
     let mixed = match (&opts.mixed, calib) {
         (Some(m), Some(samples)) => Some(
@@ -74,15 +84,16 @@ pub fn quantize(
         model
             .set_initializer_f32(&layer.name, &choice.dequantized())
             .context_with(|| format!("layer {}", layer.name))?;
+        searched.push(LayerQuantizer {
+            name: layer.name.clone(),
+            shape: layer.shape.clone(),
+            out_axis: layer.out_axis,
+            weight: layer.data.clone(),
+            scales: choice.channel_scales.clone(),
+            codebook: choice.codebook.clone(),
+        });
         if policy::is_learned(layer.role) {
-            learnable.push(LayerQuantizer {
-                name: layer.name.clone(),
-                shape: layer.shape.clone(),
-                out_axis: layer.out_axis,
-                weight: layer.data.clone(),
-                scales: choice.channel_scales.clone(),
-                codebook: choice.codebook.clone(),
-            });
+            learnable.push(searched.len() - 1);
         }
         let calpha =
             (search.granularity == Granularity::Channel).then(|| choice.relative_channel_scales());
@@ -127,6 +138,8 @@ pub fn quantize(
     let settings = opts.recon.settings(narrowest);
     let mut blocks = Vec::new();
     if let Some(samples) = calib {
+        let learnable: Vec<LayerQuantizer> =
+            learnable.iter().map(|&i| searched[i].clone()).collect();
         blocks = reconstruct_model(&float, &mut model, &learnable, samples, &settings, |p| {
             let stage = format!("block {}/{}", p.block + 1, p.blocks);
             report(
@@ -207,6 +220,7 @@ pub fn quantize(
         weights: opts.weights,
         record,
         blocks,
+        searched,
     };
     if let Some(pre) = &opts.preprocess {
         quantized.set_preprocess(pre);

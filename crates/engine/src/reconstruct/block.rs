@@ -3,7 +3,9 @@
 //! plus `λ(t)` times the weight regulariser) and let Adam update `clv`, `calpha` and the
 //! activation step sizes.
 
-use burn_tensor::{Device, Tensor, TensorData};
+use std::time::Instant;
+
+use burn_tensor::{Device, Gradients, Tensor, TensorData};
 use rayon::prelude::*;
 use subsetq_core::{divide_channels, Channels};
 use subsetq_onnx::Model;
@@ -11,7 +13,7 @@ use subsetq_onnx::Model;
 use super::adam::Adam;
 use super::paper::{cosine_lr, lambda};
 use super::sampler::SplitMix;
-use super::{BlockLearned, LayerQuantizer, Learned, Samples, Settings};
+use super::{BlockLearned, LayerQuantizer, Learned, Samples, Settings, Timings};
 use crate::error::{EngineError, Result};
 use crate::plan::{Engine, Plan};
 use crate::value::{reshape_tensor, Value};
@@ -34,17 +36,35 @@ pub fn reconstruct_block(
 ) -> Result<BlockLearned> {
     let mut state = BlockState::prepare(block, layers, &device.clone().autodiff())?;
     let mut sampler = SplitMix::new(settings.seed);
+    let mut timings = Timings::default();
     for step in 0..settings.iters {
+        let mut clock = Instant::now();
         let idx = sampler.draw_batch(settings.batch, inputs.n);
         let x = inputs.value(&idx, &state.device)?;
         let t = targets.value(&idx, &state.device)?;
-        let forward = state.quantized_forward(x)?;
+        timings.data += lap(&mut clock);
+        let weights = state.quantized_weights()?;
+        timings.weights += lap(&mut clock);
+        let forward = state.forward(x, weights)?;
         let loss = loss(&forward, t, &state.prepared, lambda(step, settings.iters));
+        let loss_value = scalar(loss.clone());
+        timings.forward += lap(&mut clock);
+        let grads = loss.backward();
+        timings.backward += lap(&mut clock);
         let lr = cosine_lr(settings.lr, step, settings.iters);
-        state.update(&forward, &loss, lr, step + 1);
-        on_step(step + 1, scalar(loss));
+        state.update(&forward, &grads, lr, step + 1);
+        timings.optimizer += lap(&mut clock);
+        on_step(step + 1, loss_value);
     }
-    Ok(state.into_learned())
+    Ok(state.into_learned(timings))
+}
+
+/// Seconds since `clock`, which restarts.
+fn lap(clock: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let secs = now.duration_since(*clock).as_secs_f64();
+    *clock = now;
+    secs
 }
 
 /// One layer's constants during reconstruction.
@@ -170,9 +190,9 @@ impl<'a> BlockState<'a> {
         })
     }
 
-    /// Runs the block on `x` with every layer's weights quantized straight through and the
-    /// current activation step sizes, all as fresh leaves for this step's gradients.
-    fn quantized_forward(&mut self, x: Value) -> Result<Forward> {
+    /// Every layer's weights quantized straight through, set on the engine as fresh leaves for
+    /// this step's gradients.
+    fn quantized_weights(&mut self) -> Result<Vec<QuantizedWeight>> {
         let mut weights = Vec::with_capacity(self.layers.len());
         for ((layer, learned), prepared) in
             self.layers.iter().zip(&self.learned).zip(&self.prepared)
@@ -182,6 +202,12 @@ impl<'a> BlockState<'a> {
                 .set_param(&layer.name, reshape_tensor(w.wq.clone(), &layer.shape))?;
             weights.push(w);
         }
+        Ok(weights)
+    }
+
+    /// Runs the block on `x` with `weights` (from [`Self::quantized_weights`]) and the current
+    /// activation step sizes, also fresh leaves.
+    fn forward(&mut self, x: Value, weights: Vec<QuantizedWeight>) -> Result<Forward> {
         let act_steps = self
             .act_scales
             .iter()
@@ -205,11 +231,10 @@ impl<'a> BlockState<'a> {
     }
 
     /// One Adam step (step number `t`, from 1) at learning rate `lr` on `clv`, `calpha` and
-    /// the activation step sizes, with the gradients of `loss`.
-    fn update(&mut self, forward: &Forward, loss: &Tensor<1>, lr: f64, t: usize) {
-        let grads = loss.backward();
+    /// the activation step sizes, with the loss's gradients `grads`.
+    fn update(&mut self, forward: &Forward, grads: &Gradients, lr: f64, t: usize) {
         let grad = |leaf: &Tensor<1>| -> Vec<f32> {
-            leaf.grad(&grads)
+            leaf.grad(grads)
                 .map(|g| g.into_data().iter::<f32>().collect())
                 .unwrap_or_default()
         };
@@ -233,7 +258,7 @@ impl<'a> BlockState<'a> {
                 .act_steps
                 .iter()
                 .map(|leaf| {
-                    leaf.grad(&grads)
+                    leaf.grad(grads)
                         .map(|g| g.into_scalar::<f32>())
                         .unwrap_or(0.0)
                 })
@@ -246,10 +271,11 @@ impl<'a> BlockState<'a> {
         }
     }
 
-    fn into_learned(self) -> BlockLearned {
+    fn into_learned(self, timings: Timings) -> BlockLearned {
         BlockLearned {
             layers: self.learned,
             act_steps: self.act_scales.into_iter().zip(self.act_steps).collect(),
+            timings,
         }
     }
 }

@@ -131,6 +131,41 @@ pub struct BlockLearned {
     pub layers: Vec<Learned>,
     /// Step sizes of the block's activation quantizers, by initializer name.
     pub act_steps: Vec<(String, f32)>,
+    /// Where the steps' time went.
+    pub timings: Timings,
+}
+
+/// Seconds the steps of a reconstruction spent in each part, summed over steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Drawing the batch and gathering its inputs and targets into tensors.
+    pub data: f64,
+    /// Rounding the weights (straight through) and setting them on the block.
+    pub weights: f64,
+    /// The block's forward pass and the loss.
+    pub forward: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// Reading the gradients and the Adam updates.
+    pub optimizer: f64,
+}
+
+impl Timings {
+    /// All parts together.
+    pub fn total(&self) -> f64 {
+        self.data + self.weights + self.forward + self.backward + self.optimizer
+    }
+
+    /// Part by part sum of `self` and `other`.
+    pub fn add(&self, other: &Timings) -> Timings {
+        Timings {
+            data: self.data + other.data,
+            weights: self.weights + other.weights,
+            forward: self.forward + other.forward,
+            backward: self.backward + other.backward,
+            optimizer: self.optimizer + other.optimizer,
+        }
+    }
 }
 
 /// Reconstruction settings.
@@ -245,8 +280,10 @@ pub struct BlockReport {
     pub loss_before: f64,
     /// The same after reconstruction.
     pub loss_after: f64,
-    /// Wall time.
+    /// Wall time, preparation (block inputs and targets, losses) included.
     pub seconds: f64,
+    /// The training steps' time, part by part.
+    pub timings: Timings,
 }
 
 fn hard_loss(
@@ -350,6 +387,7 @@ pub fn reconstruct_model(
         let BlockLearned {
             layers: learned,
             act_steps,
+            timings,
         } = reconstruct_block(
             &sub,
             &block_layers,
@@ -386,6 +424,7 @@ pub fn reconstruct_model(
             loss_before,
             loss_after,
             seconds: started.elapsed().as_secs_f64(),
+            timings,
         });
     }
     Ok(reports)
