@@ -156,28 +156,41 @@ impl Codebook {
     }
 
     /// Quantizes a slice: [`Codebook::quantize_value`] of each element, with the midpoints and
-    /// quantized magnitudes computed once.
+    /// quantized magnitudes computed once. The f64 midpoints are compared in f32: for an f32
+    /// `a` and an f64 `t`, `a > t` exactly when `a > t↓` with `t↓` the largest f32 ≤ `t`.
     pub fn quantize(&self, x: &[f32]) -> Vec<f32> {
-        let midpoints: Vec<f64> = self
+        let below: Vec<f32> = self
             .levels
             .windows(2)
-            .map(|w| self.alpha * (w[0] + w[1]) * 0.5)
+            .map(|w| {
+                let t = self.alpha * (w[0] + w[1]) * 0.5;
+                let r = t as f32;
+                if f64::from(r) > t {
+                    r.next_down()
+                } else {
+                    r
+                }
+            })
             .collect();
         let values: Vec<f32> = self
             .levels
             .iter()
             .map(|l| (self.alpha * l) as f32)
             .collect();
+        let top = values.len() - 1;
+        // A short list is counted (branch-free, vectorised); a long one searched.
+        let index = |a: f32| -> usize {
+            if below.len() <= 16 {
+                below.iter().map(|&t| usize::from(a > t)).sum()
+            } else {
+                below.partition_point(|&t| t < a)
+            }
+        };
         x.iter()
             .map(|&v| {
                 // NaN takes the top level, as in nearest_index.
-                let a = if v.is_nan() {
-                    f64::INFINITY
-                } else {
-                    f64::from(v.abs())
-                };
-                // The first midpoint at or above |v| ends the level's interval.
-                let q = values[midpoints.partition_point(|&t| t < a)];
+                let i = if v.is_nan() { top } else { index(v.abs()) };
+                let q = values[i];
                 match v {
                     0.0 => 0.0,
                     v if v < 0.0 => -q,
@@ -274,6 +287,11 @@ mod tests {
         // Midpoints exactly, both sides of them, zeros, out of range, NaN.
         let mut x: Vec<f32> = vec![0.0, -0.0, 0.1, 0.35, -0.35, 0.65, 2.0, -2.0, f32::NAN];
         x.extend((-300..300).map(|i| i as f32 / 250.0));
+        // The f32 values around each f64 midpoint.
+        for w in cb.levels.windows(2) {
+            let t = (cb.alpha * (w[0] + w[1]) * 0.5) as f32;
+            x.extend([t.next_down(), t, t.next_up(), -t]);
+        }
         let one_by_one: Vec<f32> = x.iter().map(|v| cb.quantize_value(*v)).collect();
         let sliced = cb.quantize(&x);
         assert_eq!(

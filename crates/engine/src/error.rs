@@ -14,6 +14,10 @@ pub enum EngineError {
     #[error(transparent)]
     Onnx(#[from] OnnxError),
 
+    /// A host kernel refused its operands (sizes that do not fit together).
+    #[error(transparent)]
+    Kernel(#[from] subsetq_kernels::KernelError),
+
     /// The graph uses an operator the engine does not implement. Reported when
     /// the plan is built, before any tensor work.
     #[error(

@@ -55,10 +55,10 @@ pub struct StepTime {
 #[derive(Debug, Clone)]
 pub(crate) struct Step {
     pub(crate) node: String,
-    op_type: String,
+    pub(crate) op_type: String,
     pub(crate) op: Op,
     pub(crate) inputs: Vec<Slot>,
-    output: Slot,
+    pub(crate) output: Slot,
     /// Set by [`Plan::use_packed`]: the kernels compute this step from packed codes.
     pub(crate) packed: Option<Arc<PackedStep>>,
 }
@@ -508,9 +508,14 @@ impl Plan {
         Ok(order)
     }
 
+    /// The slot of the value named `name`.
+    pub(crate) fn slot_of(&self, name: &str) -> Option<Slot> {
+        self.by_name.get(name).copied()
+    }
+
     /// Shape of every value for the given input shapes, checking every step;
-    /// fails (naming the node) before any tensor work.
-    fn infer(&self, given: &[(&str, Vec<usize>)]) -> Result<Vec<Option<Vec<usize>>>> {
+    /// fails (naming the node) before any tensor work (`None`: a slot not computed).
+    pub(crate) fn infer(&self, given: &[(&str, Vec<usize>)]) -> Result<Vec<Option<Vec<usize>>>> {
         let mut shapes: Vec<Option<Vec<usize>>> = vec![None; self.names.len()];
         for (slot, pos) in self.check_inputs(given)? {
             shapes[slot] = Some(given[pos].1.clone());

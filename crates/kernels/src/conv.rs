@@ -129,7 +129,7 @@ impl ConvGeometry {
 
 /// Where each kernel tap of each output pixel reads in a channel plane: `y · w + x`, or
 /// `None` over the padding. The same for every channel and image, so computed once.
-fn tap_offsets(g: &ConvGeometry) -> Vec<Option<u32>> {
+pub(crate) fn tap_offsets(g: &ConvGeometry) -> Vec<Option<u32>> {
     let [h, w] = g.in_hw;
     let [oh, ow] = g.out_hw();
     let [kh, kw] = g.kernel;

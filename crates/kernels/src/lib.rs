@@ -17,6 +17,9 @@
 //! [`conv2d`] lowers a 2-D convolution (groups, strides, pads, dilations) onto either path.
 //! SIMD is chosen at run time ([`Cpu::detect`]); the scalar code is always built, tested, and
 //! is what runs where AVX2 is missing.
+//!
+//! [`train`] holds the float kernels block reconstruction trains with: convolution, max
+//! pooling and dense layers, forward and gradients, the same bits on any number of threads.
 #![deny(missing_docs)]
 
 mod conv;
@@ -26,6 +29,7 @@ mod float;
 mod int8;
 mod packed;
 pub mod reference;
+pub mod train;
 
 pub use conv::{conv2d, linear, Activations, ConvGeometry, Path};
 pub use cpu::Cpu;

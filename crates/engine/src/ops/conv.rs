@@ -8,6 +8,8 @@ use burn_tensor::module::{
 };
 use burn_tensor::ops::{ConvOptions, ConvTransposeOptions};
 
+use subsetq_kernels::ConvGeometry;
+
 use super::{NodeCtx, Op};
 use crate::error::Result;
 use crate::value::{broadcast_binary, BinaryFn, Value};
@@ -381,6 +383,25 @@ impl Conv {
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let (_, out) = self.geometry(ins[0], ins[1])?;
         check_bias(self.has_bias, ins, out)
+    }
+
+    /// The 2-D geometry for input `x` and weight `w` (both NCHW), for the kernels; `None` for
+    /// other ranks or shapes the convolution refuses.
+    pub(crate) fn geometry_2d(&self, x: &[usize], w: &[usize]) -> Option<ConvGeometry> {
+        if x.len() != 4 {
+            return None;
+        }
+        let (res, _) = self.geometry(x, w).ok()?;
+        Some(ConvGeometry {
+            in_channels: x[1],
+            in_hw: [x[2], x[3]],
+            out_channels: w[0],
+            kernel: [w[2], w[3]],
+            strides: [res.strides[0], res.strides[1]],
+            dilations: [res.dilations[0], res.dilations[1]],
+            pads: [res.pads[0], res.pads[1], res.pads[2], res.pads[3]],
+            groups: self.groups,
+        })
     }
 
     pub(crate) fn run(&self, ins: Vec<Value>) -> Value {

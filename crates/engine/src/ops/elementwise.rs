@@ -90,6 +90,11 @@ pub(crate) fn build_clip(ctx: &mut NodeCtx) -> Result<Op> {
 }
 
 impl Clip {
+    /// The bounds (`None`: unbounded on that side).
+    pub(crate) fn bounds(&self) -> (Option<f32>, Option<f32>) {
+        (self.min, self.max)
+    }
+
     pub(crate) fn run(&self, ins: Vec<Value>) -> Value {
         let x = first(ins);
         match (self.min, self.max) {
@@ -112,6 +117,11 @@ pub(crate) struct Binary {
 }
 
 impl Binary {
+    /// Whether the operands broadcast the ONNX (numpy) way, without the legacy `axis`.
+    pub(crate) fn numpy_broadcast(&self) -> bool {
+        self.axis.is_none()
+    }
+
     /// The second operand's shape as it broadcasts against the first.
     fn aligned(&self, a: &[usize], b: &[usize]) -> std::result::Result<Vec<usize>, String> {
         let Some(axis) = self.axis else {

@@ -49,6 +49,17 @@ pub(crate) fn build_gemm(ctx: &mut NodeCtx) -> Result<Op> {
 }
 
 impl Gemm {
+    /// `(alpha, beta, trans_a, trans_b, has_c)`.
+    pub(crate) fn attributes(&self) -> (f32, f32, bool, bool, bool) {
+        (
+            self.alpha,
+            self.beta,
+            self.trans_a,
+            self.trans_b,
+            self.has_c,
+        )
+    }
+
     /// Whether this is `A · W' + C` with A as given and the weight as the second operand,
     /// the form the packed kernels compute (`alpha = 1`, `beta = 1` or no C).
     pub(crate) fn is_plain(&self) -> bool {

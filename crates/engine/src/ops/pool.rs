@@ -107,6 +107,27 @@ impl Pass {
 }
 
 impl Pool {
+    /// The 2-D geometry of this pool on NCHW input `x` (`groups` = channels), for the
+    /// kernels; `None` for other ranks, and where the kernels' output size would differ
+    /// (ceil mode).
+    pub(crate) fn geometry_2d(&self, x: &[usize]) -> Option<subsetq_kernels::ConvGeometry> {
+        if x.len() != 4 {
+            return None;
+        }
+        let (res, out) = self.geometry(x).ok()?;
+        let g = subsetq_kernels::ConvGeometry {
+            in_channels: x[1],
+            in_hw: [x[2], x[3]],
+            out_channels: x[1],
+            kernel: [self.kernel[0], self.kernel[1]],
+            strides: [res.strides[0], res.strides[1]],
+            dilations: [res.dilations[0], res.dilations[1]],
+            pads: [res.pads[0], res.pads[1], res.pads[2], res.pads[3]],
+            groups: x[1],
+        };
+        (g.out_hw() == [out[2], out[3]]).then_some(g)
+    }
+
     fn geometry(&self, x: &[usize]) -> std::result::Result<(Resolved, Vec<usize>), String> {
         if !(3..=5).contains(&x.len()) {
             return Err(format!(

@@ -1,7 +1,12 @@
 //! Adam on plain `f32` vectors, stepped on the host: the moments are stored in `f32`, each
 //! update is computed in `f64` (so the result does not depend on the backend's float math).
 
+use rayon::prelude::*;
+
 use super::paper::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
+
+/// Parameters per parallel task.
+const CHUNK: usize = 1 << 14;
 
 /// Adam state of one parameter vector.
 pub(super) struct Adam {
@@ -23,14 +28,24 @@ impl Adam {
     pub(super) fn step(&mut self, p: &mut [f32], g: &[f32], lr: f64, t: usize) {
         let c1 = 1.0 - ADAM_BETA1.powi(t as i32);
         let c2 = 1.0 - ADAM_BETA2.powi(t as i32);
-        for i in 0..p.len() {
-            let gi = f64::from(g[i]);
-            let m = ADAM_BETA1 * f64::from(self.m[i]) + (1.0 - ADAM_BETA1) * gi;
-            let v = ADAM_BETA2 * f64::from(self.v[i]) + (1.0 - ADAM_BETA2) * gi * gi;
-            self.m[i] = m as f32;
-            self.v[i] = v as f32;
-            p[i] -= (lr * (m / c1) / ((v / c2).sqrt() + ADAM_EPS)) as f32;
-        }
+        // Element-wise, so the parallel split does not change a bit.
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(
+                self.m
+                    .par_chunks_mut(CHUNK)
+                    .zip(self.v.par_chunks_mut(CHUNK)),
+            )
+            .for_each(|((p, g), (ms, vs))| {
+                for (((p, g), m_i), v_i) in p.iter_mut().zip(g).zip(ms).zip(vs) {
+                    let gi = f64::from(*g);
+                    let m = ADAM_BETA1 * f64::from(*m_i) + (1.0 - ADAM_BETA1) * gi;
+                    let v = ADAM_BETA2 * f64::from(*v_i) + (1.0 - ADAM_BETA2) * gi * gi;
+                    *m_i = m as f32;
+                    *v_i = v as f32;
+                    *p -= (lr * (m / c1) / ((v / c2).sqrt() + ADAM_EPS)) as f32;
+                }
+            });
     }
 }
 

@@ -11,9 +11,12 @@ use subsetq_core::{divide_channels, Channels};
 use subsetq_onnx::Model;
 
 use super::adam::Adam;
+use super::host::reconstruct_on_tape;
 use super::paper::{cosine_lr, lambda};
 use super::sampler::SplitMix;
+use super::tape::Tape;
 use super::{BlockLearned, LayerQuantizer, Learned, Samples, Settings, Timings};
+use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::plan::{Engine, Plan};
 use crate::value::{reshape_tensor, Value};
@@ -25,7 +28,28 @@ const QUANTIZE_CHUNK: usize = 1 << 14;
 /// sizes of the block's activation quantizers (initializers named `*.act_scale`), so that the
 /// block maps `inputs` to `targets`. Returns what was learned, in `layers` order, and the
 /// learned step sizes by initializer name. `device` is `settings.backend`'s, already checked.
+///
+/// On the CPU, a block the host kernels cover ([`Tape`]) trains on them; any other block, and
+/// every block on a GPU, through burn's autodiff.
 pub fn reconstruct_block(
+    block: &Model,
+    layers: &[&LayerQuantizer],
+    inputs: &Samples,
+    targets: &Samples,
+    settings: &Settings,
+    device: &Device,
+    on_step: impl FnMut(usize, f64),
+) -> Result<BlockLearned> {
+    if settings.backend == Backend::Cpu {
+        if let Some(tape) = Tape::new(&Plan::from_model(block)?, layers, &inputs.shape) {
+            return reconstruct_on_tape(&tape, layers, inputs, targets, settings, on_step);
+        }
+    }
+    reconstruct_with_burn(block, layers, inputs, targets, settings, device, on_step)
+}
+
+/// [`reconstruct_block`] through burn's autodiff.
+pub(super) fn reconstruct_with_burn(
     block: &Model,
     layers: &[&LayerQuantizer],
     inputs: &Samples,
@@ -60,7 +84,7 @@ pub fn reconstruct_block(
 }
 
 /// Seconds since `clock`, which restarts.
-fn lap(clock: &mut Instant) -> f64 {
+pub(super) fn lap(clock: &mut Instant) -> f64 {
     let now = Instant::now();
     let secs = now.duration_since(*clock).as_secs_f64();
     *clock = now;

@@ -14,14 +14,17 @@
 //! ([`reconstruct_model`] runs the blocks in order, [`reconstruct_block`] learns one). After
 //! reconstruction every weight is still `sign · m_c · calpha_c · α · s_i` with `s_i ∈ S`.
 //!
-//! Submodules: [`paper`] (the hyper-parameters), `block` (one block's loop: prepare, then per
-//! step batch, straight-through forward, loss, update), `sampler` (the seeded batches), `adam`
-//! (the optimizer).
+//! Submodules: [`paper`] (the hyper-parameters), `block` (one block's loop through burn's
+//! autodiff: prepare, then per step batch, straight-through forward, loss, update), `tape` and
+//! `host` (the same loop on the host kernels of `subsetq_kernels::train`, for the blocks they
+//! cover, on the CPU), `sampler` (the seeded batches), `adam` (the optimizer).
 
 mod adam;
 mod block;
+mod host;
 pub mod paper;
 mod sampler;
+mod tape;
 
 use std::collections::HashMap;
 use std::time::Instant;
