@@ -231,7 +231,12 @@ mod tests {
     /// codebook, seeded inputs and the float block's outputs as targets.
     fn fashion_block(which: usize) -> (Model, Vec<LayerQuantizer>, Samples, Samples) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-resnet.onnx");
-        let (float, _) = fold_batch_norm(&subsetq_onnx::load(&path).unwrap()).unwrap();
+        model_block(&path, which)
+    }
+
+    /// Block `which` of the 28×28 one-channel model at `path` ([`fashion_block`]).
+    fn model_block(path: &Path, which: usize) -> (Model, Vec<LayerQuantizer>, Samples, Samples) {
+        let (float, _) = fold_batch_norm(&subsetq_onnx::load(path).unwrap()).unwrap();
         let block = float.blocks().unwrap().remove(which);
         let sub = float.extract_block(&block).unwrap();
         let layers: Vec<LayerQuantizer> = block
@@ -239,15 +244,18 @@ mod tests {
             .iter()
             .map(|name| {
                 let (shape, weight) = sub.initializer_f32(name).unwrap().unwrap();
-                let per = weight.len() / shape[0];
-                let scales = weight
-                    .chunks(per)
-                    .map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs())))
-                    .collect();
+                // Output channels: axis 0 of a conv weight, axis 1 of a [K, N] Gemm weight.
+                let out_axis = usize::from(shape.len() == 2);
+                let channels = Channels::new(&shape, out_axis, weight.len()).unwrap();
+                let mut scales = vec![0.0f32; channels.count];
+                for (i, w) in weight.iter().enumerate() {
+                    let c = &mut scales[channels.of(i)];
+                    *c = c.max(w.abs());
+                }
                 LayerQuantizer {
                     name: name.clone(),
                     shape,
-                    out_axis: 0,
+                    out_axis,
                     weight,
                     scales,
                     codebook: Codebook {
@@ -293,12 +301,10 @@ mod tests {
         assert!(Tape::new(&plan, &refs, &x.shape).is_some());
     }
 
-    /// The host loop and the burn loop learn the same thing from the same batches: their
-    /// losses step by step agree (they differ only in float summation order).
-    #[test]
-    fn host_and_burn_loops_agree() {
-        for which in [1, 2] {
-            let (sub, layers, x, t) = fashion_block(which);
+    /// The host loop and the burn loop on `block`, compared (see the callers).
+    fn compare_loops(which: usize, block: (Model, Vec<LayerQuantizer>, Samples, Samples)) {
+        {
+            let (sub, layers, x, t) = block;
             let refs: Vec<&LayerQuantizer> = layers.iter().collect();
             let plan = Plan::from_model(&sub).unwrap();
             let tape = Tape::new(&plan, &refs, &x.shape).unwrap();
@@ -334,6 +340,27 @@ mod tests {
                     h.clv.len()
                 );
             }
+        }
+    }
+
+    /// The host loop and the burn loop learn the same thing from the same batches: their
+    /// losses step by step agree (they differ only in float summation order). ResNet blocks:
+    /// strided and 1×1 convolutions, Add, Relu.
+    #[test]
+    fn host_and_burn_loops_agree_on_residual_blocks() {
+        for which in [1, 2] {
+            compare_loops(which, fashion_block(which));
+        }
+    }
+
+    /// The same on the Keras MNIST CNN: conv, MaxPool, Flatten, Gemm with a [K, N] weight.
+    #[test]
+    fn host_and_burn_loops_agree_on_pooling_and_dense_blocks() {
+        let Some(path) = subsetq_onnx::test_assets::require("mnist-cnn.onnx") else {
+            return;
+        };
+        for which in [1, 2] {
+            compare_loops(which, model_block(&path, which));
         }
     }
 
