@@ -441,6 +441,9 @@ fn print_rows(rows: &[Row], torch: Option<&str>) {
         }
     }
     if let Some(v) = torch {
-        println!("PyTorch {v} (its own conv, autograd and Adam); subsetq: burn's flex backend");
+        println!(
+            "PyTorch {v}: its own convolutions, autograd and Adam; subsetq: its host kernels \
+             (subsetq-kernels::train) where a block's operators allow, else burn's autodiff"
+        );
     }
 }

@@ -324,29 +324,26 @@ pub fn conv2d_forward(
     }
     let per_image = g.groups * s.cols * s.pixels;
     let kept = keep.filter(|_| batch * per_image <= KEEP_COLUMNS_LIMIT);
-    let chunk = |c: usize, y: &mut [f32], cols: &mut [f32], tmp: &mut Vec<f32>| {
+    let chunk = |c: usize, y: &mut [f32], cols: &mut [f32]| {
         let images = chunk_images(c, batch);
         let nb = images.len();
         let n = nb * s.pixels;
         chunk_columns(g, &s, &x[images.start * s.image_in..], nb, cols);
-        tmp.resize(s.mg * n, 0.0);
         for grp in 0..g.groups {
-            // Y_g (mg × nb·pixels) = W_g (mg × K) · columns (K × nb·pixels).
-            gemm(
-                (s.mg, n, s.cols),
-                tmp,
-                (1, n),
-                false,
-                &w[grp * s.mg * s.cols..][..s.mg * s.cols],
-                (1, s.cols),
-                &cols[grp * s.cols * n..][..s.cols * n],
-                (1, n),
-            );
+            let block = &cols[grp * s.cols * n..][..s.cols * n];
             for (b, image) in y.chunks_mut(s.image_out).enumerate() {
-                let rows = &mut image[grp * s.mg * s.pixels..][..s.mg * s.pixels];
-                for (m, row) in rows.chunks_mut(s.pixels).enumerate() {
-                    row.copy_from_slice(&tmp[m * n + b * s.pixels..][..s.pixels]);
-                }
+                // Y_g (mg × pixels) = W_g (mg × K) · this image's columns (K × pixels, a
+                // strided view of the chunk's block): written in place.
+                gemm(
+                    (s.mg, s.pixels, s.cols),
+                    &mut image[grp * s.mg * s.pixels..][..s.mg * s.pixels],
+                    (1, s.pixels),
+                    false,
+                    &w[grp * s.mg * s.cols..][..s.mg * s.cols],
+                    (1, s.cols),
+                    &block[b * s.pixels..],
+                    (1, n),
+                );
             }
         }
         add_bias(y);
@@ -357,13 +354,13 @@ pub fn conv2d_forward(
         y.par_chunks_mut(CHUNK * s.image_out)
             .zip(kept.par_chunks_mut(CHUNK * per_image))
             .enumerate()
-            .for_each_init(Vec::new, |tmp, (c, (y, cols))| chunk(c, y, cols, tmp));
+            .for_each(|(c, (y, cols))| chunk(c, y, cols));
     } else {
         y.par_chunks_mut(CHUNK * s.image_out)
             .enumerate()
             .for_each_init(
-                || (vec![0.0f32; CHUNK * per_image], Vec::new()),
-                |(cols, tmp), (c, y)| chunk(c, y, cols, tmp),
+                || vec![0.0f32; CHUNK * per_image],
+                |cols, (c, y)| chunk(c, y, cols),
             );
         return Ok(false);
     }
