@@ -29,7 +29,7 @@ const QUANTIZE_CHUNK: usize = 1 << 14;
 /// block maps `inputs` to `targets`. Returns what was learned, in `layers` order, and the
 /// learned step sizes by initializer name. `device` is `settings.backend`'s, already checked.
 ///
-/// On the CPU, a block the host kernels cover ([`Tape`]) trains on them; any other block, and
+/// On the CPU, a block the host kernels cover (the `tape` module) trains on them; any other block, and
 /// every block on a GPU, through burn's autodiff.
 pub fn reconstruct_block(
     block: &Model,
