@@ -459,6 +459,12 @@ fn case(id: &str) -> Case {
             .to_vec(),
             "12288×12288 pixels",
         ),
+        "png-bad-palette" => data(
+            "a PNG whose palette is 742 bytes, not RGB triples (found by the image fuzz target)",
+            "palette.png",
+            include_bytes!("../../../fuzz/regressions/image/png-palette-of-742-bytes.png").to_vec(),
+            "palette has 742 bytes",
+        ),
         "idx-raw-short" => data(
             "an IDX file whose header counts 1000 images of 3 × 3, holding 2",
             "t10k-images-idx3-ubyte",
@@ -507,6 +513,7 @@ const CASES: &[&str] = &[
     "png-short",
     "jpeg-huge",
     "jpeg-huge-decodable",
+    "png-bad-palette",
     "idx-raw-short",
     "idx-gz-huge",
 ];
@@ -654,6 +661,7 @@ cases! {
     png_short => "png-short",
     jpeg_huge => "jpeg-huge",
     jpeg_huge_decodable => "jpeg-huge-decodable",
+    png_bad_palette => "png-bad-palette",
     idx_raw_short => "idx-raw-short",
     idx_gz_huge => "idx-gz-huge",
 }

@@ -314,6 +314,30 @@ const MAX_DECODED_BYTES: u64 = 1 << 28;
 #[cfg(fuzzing)]
 const MAX_DECODED_BYTES: u64 = 1 << 22;
 
+/// Refuses a PNG whose palette (`PLTE`) is not 1 to 256 RGB triples: the `png` decoder
+/// (0.18) indexes past the end of such a palette and panics (found by the image fuzz target).
+/// Walks the chunks up to the first `IDAT`; a truncated file is left to the decoder.
+fn check_png_palette(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut pos = 8usize;
+    while let Some(header) = bytes.get(pos..pos + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        match &header[4..8] {
+            b"PLTE" if len == 0 || len % 3 != 0 || len > 3 * 256 => {
+                return Err(format!(
+                    "its PNG palette has {len} bytes, not 1 to 256 RGB entries of 3 bytes"
+                ))
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => {}
+        }
+        match pos.checked_add(12).and_then(|p| p.checked_add(len)) {
+            Some(next) => pos = next,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 /// Decode a PNG or JPEG file into 8-bit gray (1 channel, for gray images) or RGB (3
 /// channels, for everything else); alpha is dropped, as Pillow's `convert` does.
 pub(crate) fn decode(path: &Path) -> Result<Image8> {
@@ -333,6 +357,12 @@ pub(crate) fn decode(path: &Path) -> Result<Image8> {
             })
         }
     };
+    if format == ImageFormat::Png {
+        check_png_palette(&bytes).map_err(|reason| DataError::UnsupportedImage {
+            path: path.into(),
+            reason,
+        })?;
+    }
     // A few hundred bytes can declare a 12288×12288 picture that decodes for seconds into
     // gigabytes: the declared size is checked before decoding (the header alone is read).
     let reader = || image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
