@@ -121,8 +121,8 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     }
 }
 
-/// The input columns [x_lo, x_hi) of output row `oy`'s tap at kernel offset `(ky, kx)`: the
-/// input row (`None` over the padding) and the first input column read.
+/// The output columns `[lo, hi)` whose tap at kernel column `kx` falls inside the input row
+/// (the others read padding), and where they read: input column `ox · sw + offset`.
 struct Run {
     lo: usize,
     hi: usize,

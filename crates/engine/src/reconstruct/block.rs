@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn_tensor::{Device, Gradients, Tensor, TensorData};
 use rayon::prelude::*;
-use subsetq_core::{divide_channels, Channels};
+use subsetq_core::{divide_channels, Channels, Codebook};
 use subsetq_onnx::Model;
 
 use super::adam::Adam;
@@ -304,6 +304,17 @@ impl<'a> BlockState<'a> {
     }
 }
 
+/// `Q(x · clv)` on the host, in parallel: the codebook's own rounding (both loops' `Q`).
+pub(super) fn round_scaled(codebook: &Codebook, x: &[f32], clv: &[f32]) -> Vec<f32> {
+    x.par_chunks(QUANTIZE_CHUNK)
+        .zip(clv.par_chunks(QUANTIZE_CHUNK))
+        .flat_map_iter(|(x, v)| {
+            let scaled: Vec<f32> = x.iter().zip(v).map(|(x, v)| x * v).collect();
+            codebook.quantize(&scaled)
+        })
+        .collect()
+}
+
 /// `w_q = m_c · calpha_c · Q(w / m_c · clv)` whose forward value is exactly the codebook's
 /// rounding and whose gradient passes straight through `Q`.
 fn quantize_straight_through(
@@ -312,16 +323,7 @@ fn quantize_straight_through(
     prepared: &Prepared,
     device: &Device,
 ) -> QuantizedWeight {
-    // Q(x) on the host, in parallel: the codebook's own rounding.
-    let q_host: Vec<f32> = prepared
-        .normalized
-        .par_chunks(QUANTIZE_CHUNK)
-        .zip(learned.clv.par_chunks(QUANTIZE_CHUNK))
-        .flat_map_iter(|(w, v)| {
-            let x: Vec<f32> = w.iter().zip(v).map(|(w, v)| w * v).collect();
-            layer.codebook.quantize(&x)
-        })
-        .collect();
+    let q_host = round_scaled(&layer.codebook, &prepared.normalized, &learned.clv);
     let clv = flat(learned.clv.clone(), device).require_grad();
     let calpha = flat(learned.calpha.clone(), device).require_grad();
     let xq = prepared.normalized_t.clone() * clv.clone();

@@ -16,15 +16,12 @@ use rayon::prelude::*;
 use subsetq_core::{divide_channels, Channels};
 
 use super::adam::Adam;
-use super::block::lap;
+use super::block::{lap, round_scaled};
 use super::paper::{cosine_lr, lambda};
 use super::sampler::SplitMix;
 use super::tape::{Tape, Values};
 use super::{BlockLearned, LayerQuantizer, Learned, Samples, Settings, Timings};
 use crate::error::Result;
-
-/// Elements per parallel task of the element-wise host work.
-const CHUNK: usize = 1 << 14;
 
 /// One layer's constants.
 struct HostLayer<'a> {
@@ -37,15 +34,7 @@ struct HostLayer<'a> {
 impl HostLayer<'_> {
     /// The weights at the current `clv`, `calpha`: `q = Q(w / m_c · clv)` and `w_q = mult_c · q`.
     fn round(&self, learned: &Learned) -> (Vec<f32>, Vec<f32>) {
-        let q: Vec<f32> = self
-            .normalized
-            .par_chunks(CHUNK)
-            .zip(learned.clv.par_chunks(CHUNK))
-            .flat_map_iter(|(w, v)| {
-                let x: Vec<f32> = w.iter().zip(v).map(|(w, v)| w * v).collect();
-                self.layer.codebook.quantize(&x)
-            })
-            .collect();
+        let q = round_scaled(&self.layer.codebook, &self.normalized, &learned.clv);
         let mult = self.layer.channel_multipliers(learned);
         let wq = per_channel(self.channels, &q, |m, c, q| m[c] * q, &mult);
         (q, wq)
