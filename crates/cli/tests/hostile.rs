@@ -465,6 +465,13 @@ fn case(id: &str) -> Case {
             include_bytes!("../../../fuzz/regressions/image/png-palette-of-742-bytes.png").to_vec(),
             "palette has 742 bytes",
         ),
+        "jpeg-decoder-panic" => data(
+            "a 666-byte JPEG on which zune-jpeg's AVX2 IDCT panics (found by the image fuzz target)",
+            "idct.jpg",
+            include_bytes!("../../../fuzz/regressions/image/jpeg-zune-idct-unwrap-panic.jpg")
+                .to_vec(),
+            "cannot decode image",
+        ),
         "idx-raw-short" => data(
             "an IDX file whose header counts 1000 images of 3 × 3, holding 2",
             "t10k-images-idx3-ubyte",
@@ -514,6 +521,7 @@ const CASES: &[&str] = &[
     "jpeg-huge",
     "jpeg-huge-decodable",
     "png-bad-palette",
+    "jpeg-decoder-panic",
     "idx-raw-short",
     "idx-gz-huge",
 ];
@@ -662,6 +670,7 @@ cases! {
     jpeg_huge => "jpeg-huge",
     jpeg_huge_decodable => "jpeg-huge-decodable",
     png_bad_palette => "png-bad-palette",
+    jpeg_decoder_panic => "jpeg-decoder-panic",
     idx_raw_short => "idx-raw-short",
     idx_gz_huge => "idx-gz-huge",
 }

@@ -380,7 +380,7 @@ pub(crate) fn decode(path: &Path) -> Result<Image8> {
         }
     }
     // The decoders are not expected to panic; if one does on a hostile file, report it.
-    let decoded = std::panic::catch_unwind(|| {
+    let decoded = decode_catching_panics(|| {
         let mut r = reader();
         let mut limits = image::Limits::default();
         limits.max_alloc = Some(MAX_DECODED_BYTES);
@@ -398,7 +398,7 @@ pub(crate) fn decode(path: &Path) -> Result<Image8> {
         Err(_) => {
             return Err(DataError::Decode {
                 path: path.into(),
-                reason: "the decoder panicked".into(),
+                reason: "its decoder crashed (a panic in the decoding library)".into(),
             })
         }
     };
@@ -415,6 +415,31 @@ pub(crate) fn decode(path: &Path) -> Result<Image8> {
         channels,
         data,
     })
+}
+
+thread_local! {
+    /// Set while this thread runs a decoder under [`decode_catching_panics`].
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `decode`, turning a panic into `Err`. A caught decoder panic is reported as an error
+/// by the caller, so the panic hook must not also print it (with a backtrace) or, under
+/// libFuzzer, abort: the first call wraps the process's hook in one that stays quiet while this
+/// thread is decoding and defers to the previous hook everywhere else.
+fn decode_catching_panics<T>(decode: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info);
+            }
+        }));
+    });
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    DECODING.with(|d| d.set(false));
+    result
 }
 
 #[cfg(test)]
