@@ -25,6 +25,7 @@
 mod conv;
 mod cpu;
 mod decode;
+mod direct;
 mod float;
 mod int8;
 mod packed;

@@ -1,13 +1,17 @@
 //! Float 2-D convolution, max pooling and dense layers with their gradients, for block
 //! reconstruction: the forward pass and the gradients of the weights (`dW`) and of the input
-//! (`dX`), on plain NCHW slices. Convolutions go through im2col and GEMM (a depthwise one by
-//! direct loops); images are split into fixed chunks of [`CHUNK`], each chunk's weight
-//! gradient is summed on its own and the chunks are added in order, so that every result is
-//! the same whatever the number of threads.
+//! (`dX`), on plain NCHW slices. Stride-1 convolutions run on direct AVX-512 / AVX2 kernels
+//! where the CPU has them (`direct`: no im2col; the weight gradient falls back to im2col on
+//! small images, where the kernels' padded grid is mostly padding); the others go through
+//! im2col and GEMM, a depthwise one through direct loops. For im2col, images are split into
+//! fixed chunks of [`CHUNK`], each chunk's weight gradient is summed on its own and the
+//! chunks are added in order, so that every result is the same whatever the number of
+//! threads.
 
 use rayon::prelude::*;
 
 use crate::conv::tap_offsets;
+use crate::direct::{self, Simd};
 use crate::{ConvGeometry, KernelError, Result};
 
 /// Images per parallel task of a weight gradient (fixed: the sums must not depend on threads).
@@ -283,12 +287,48 @@ pub fn conv2d_forward(
     y: &mut [f32],
     keep: Option<&mut Vec<f32>>,
 ) -> Result<bool> {
+    conv2d_forward_on(direct_path(g), g, x, batch, w, bias, y, keep)
+}
+
+/// The direct kernels for convolution `g`, where they apply and the CPU has them.
+fn direct_path(g: &ConvGeometry) -> Option<Simd> {
+    direct::applies(g.kernel, g.strides, g.dilations, g.pads, g.groups)
+        .then(direct::simd)
+        .flatten()
+}
+
+fn direct_conv(g: &ConvGeometry) -> direct::Conv {
+    direct::Conv {
+        in_channels: g.in_channels,
+        in_hw: g.in_hw,
+        out_channels: g.out_channels,
+        kernel: g.kernel,
+        pads: g.pads,
+    }
+}
+
+/// [`conv2d_forward`] on the direct kernels (`Some`) or im2col (`None`).
+#[allow(clippy::too_many_arguments)]
+fn conv2d_forward_on(
+    path: Option<Simd>,
+    g: &ConvGeometry,
+    x: &[f32],
+    batch: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    keep: Option<&mut Vec<f32>>,
+) -> Result<bool> {
     let s = sizes(g)?;
     check_len("conv input", x.len(), batch * s.image_in)?;
     check_len("conv weight", w.len(), g.out_channels * s.cols)?;
     check_len("conv output", y.len(), batch * s.image_out)?;
     if let Some(b) = bias {
         check_len("conv bias", b.len(), g.out_channels)?;
+    }
+    if let Some(simd) = path {
+        direct::forward(simd, &direct_conv(g), x, w, bias, y);
+        return Ok(false);
     }
     let add_bias = |y: &mut [f32]| {
         if let Some(b) = bias {
@@ -381,6 +421,22 @@ pub fn conv2d_backward(
     dw: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
 ) -> Result<()> {
+    conv2d_backward_on(direct_path(g), g, x, batch, w, dy, kept, dw, dx)
+}
+
+/// [`conv2d_backward`] on the direct kernels (`Some`) or im2col (`None`).
+#[allow(clippy::too_many_arguments)]
+fn conv2d_backward_on(
+    path: Option<Simd>,
+    g: &ConvGeometry,
+    x: &[f32],
+    batch: usize,
+    w: &[f32],
+    dy: &[f32],
+    kept: Option<&[f32]>,
+    dw: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+) -> Result<()> {
     let s = sizes(g)?;
     check_len("conv input", x.len(), batch * s.image_in)?;
     check_len("conv weight", w.len(), g.out_channels * s.cols)?;
@@ -394,6 +450,20 @@ pub fn conv2d_backward(
     }
     if let Some(d) = &dx {
         check_len("conv input gradient", d.len(), batch * s.image_in)?;
+    }
+    if let Some(simd) = path {
+        let c = direct_conv(g);
+        if let Some(dx) = dx {
+            direct::input_grad(simd, &c, dy, w, dx);
+        }
+        if let Some(dw) = dw {
+            if direct::weight_grad_pays(&c) {
+                direct::weight_grad(simd, &c, x, dy, batch, dw);
+            } else {
+                conv2d_backward_on(None, g, x, batch, w, dy, kept, Some(dw), None)?;
+            }
+        }
+        return Ok(());
     }
     let want_dw = dw.is_some();
     let chunks = batch.div_ceil(CHUNK);
@@ -724,16 +794,74 @@ mod tests {
         }
     }
 
+    /// Geometries the direct kernels take: odd channel counts (partial blocks), asymmetric
+    /// pads, 1×1 and 5×3 kernels, grids mostly output (direct weight gradient) or not.
+    fn direct_geometries() -> Vec<ConvGeometry> {
+        let g = |c, hw: [usize; 2], m, k: [usize; 2], pads| ConvGeometry {
+            in_channels: c,
+            in_hw: hw,
+            out_channels: m,
+            kernel: k,
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads,
+            groups: 1,
+        };
+        vec![
+            g(3, [12, 14], 9, [3, 3], [1, 1, 1, 1]),
+            g(5, [6, 9], 10, [5, 3], [0, 2, 4, 1]),
+            g(17, [4, 4], 6, [3, 3], [1, 1, 1, 1]),
+            g(6, [5, 4], 7, [1, 1], [0, 0, 0, 0]),
+            g(2, [3, 3], 1, [3, 3], [2, 2, 2, 2]),
+        ]
+    }
+
+    /// Every way this CPU can run `g`: im2col (`None`), and each direct kernel set that
+    /// applies.
+    fn paths(g: &ConvGeometry) -> Vec<Option<Simd>> {
+        let mut all = vec![None];
+        if direct::applies(g.kernel, g.strides, g.dilations, g.pads, g.groups) {
+            all.extend(direct::available().into_iter().map(Some));
+        }
+        all
+    }
+
     #[test]
     fn conv_forward_matches_the_definition() {
-        for g in geometries() {
+        for g in geometries().into_iter().chain(direct_geometries()) {
             let batch = 5;
             let x = values(batch * g.in_channels * g.in_hw[0] * g.in_hw[1], 1);
             let w = values(g.out_channels * g.cols(), 2);
+            let bias = values(g.out_channels, 9);
             let [oh, ow] = g.out_hw();
-            let mut y = vec![0.0; batch * g.out_channels * oh * ow];
-            conv2d_forward(&g, &x, batch, &w, None, &mut y, None).unwrap();
-            close(&y, &conv_naive(&g, &x, batch, &w), 1e-5);
+            let mut want = conv_naive(&g, &x, batch, &w);
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bias[i / (oh * ow) % g.out_channels];
+            }
+            for path in paths(&g) {
+                let mut y = vec![f32::NAN; batch * g.out_channels * oh * ow];
+                conv2d_forward_on(path, &g, &x, batch, &w, Some(&bias), &mut y, None).unwrap();
+                close(&y, &want, 1e-5);
+            }
+        }
+    }
+
+    /// The direct weight gradient (whether or not the size rule picks it) against im2col's.
+    #[test]
+    fn direct_weight_gradient_matches_im2col() {
+        for g in direct_geometries() {
+            let batch = 7;
+            let x = values(batch * g.in_channels * g.in_hw[0] * g.in_hw[1], 10);
+            let w = values(g.out_channels * g.cols(), 11);
+            let [oh, ow] = g.out_hw();
+            let dy = values(batch * g.out_channels * oh * ow, 12);
+            let mut want = vec![0.0; w.len()];
+            conv2d_backward_on(None, &g, &x, batch, &w, &dy, None, Some(&mut want), None).unwrap();
+            for simd in direct::available() {
+                let mut dw = vec![f32::NAN; w.len()];
+                direct::weight_grad(simd, &direct_conv(&g), &x, &dy, batch, &mut dw);
+                close(&dw, &want, 1e-4);
+            }
         }
     }
 
@@ -741,21 +869,47 @@ mod tests {
     /// in each argument: the difference quotient is exact up to rounding.
     #[test]
     fn conv_gradients_match_the_linear_form() {
-        for g in geometries() {
+        for (g, path) in geometries()
+            .into_iter()
+            .chain(direct_geometries())
+            .flat_map(|g| paths(&g).into_iter().map(move |p| (g, p)))
+        {
             let batch = 6;
             let x = values(batch * g.in_channels * g.in_hw[0] * g.in_hw[1], 3);
             let w = values(g.out_channels * g.cols(), 4);
             let [oh, ow] = g.out_hw();
             let dy = values(batch * g.out_channels * oh * ow, 5);
-            let mut dw = vec![0.0; w.len()];
-            let mut dx = vec![0.0; x.len()];
-            conv2d_backward(&g, &x, batch, &w, &dy, None, Some(&mut dw), Some(&mut dx)).unwrap();
+            let mut dw = vec![f32::NAN; w.len()];
+            let mut dx = vec![f32::NAN; x.len()];
+            conv2d_backward_on(
+                path,
+                &g,
+                &x,
+                batch,
+                &w,
+                &dy,
+                None,
+                Some(&mut dw),
+                Some(&mut dx),
+            )
+            .unwrap();
             // With the forward's kept columns: the same weight gradient.
             let mut y = vec![0.0; dy.len()];
             let mut kept = vec![7.0; 3];
-            if conv2d_forward(&g, &x, batch, &w, None, &mut y, Some(&mut kept)).unwrap() {
+            if conv2d_forward_on(path, &g, &x, batch, &w, None, &mut y, Some(&mut kept)).unwrap() {
                 let mut dw2 = vec![0.0; w.len()];
-                conv2d_backward(&g, &x, batch, &w, &dy, Some(&kept), Some(&mut dw2), None).unwrap();
+                conv2d_backward_on(
+                    path,
+                    &g,
+                    &x,
+                    batch,
+                    &w,
+                    &dy,
+                    Some(&kept),
+                    Some(&mut dw2),
+                    None,
+                )
+                .unwrap();
                 assert_eq!(dw, dw2);
             }
             let loss = |x: &[f32], w: &[f32]| -> f64 {
@@ -790,8 +944,13 @@ mod tests {
     }
 
     #[test]
-    fn weight_gradient_is_the_same_on_one_and_many_threads() {
-        let g = geometries()[0];
+    fn gradients_are_the_same_on_one_and_many_threads() {
+        for g in [geometries()[0], geometries()[1], direct_geometries()[0]] {
+            gradients_on_one_and_many_threads(g);
+        }
+    }
+
+    fn gradients_on_one_and_many_threads(g: ConvGeometry) {
         let batch = 11;
         let x = values(batch * g.in_channels * g.in_hw[0] * g.in_hw[1], 6);
         let w = values(g.out_channels * g.cols(), 7);
@@ -804,8 +963,10 @@ mod tests {
                 .unwrap();
             pool.install(|| {
                 let mut dw = vec![0.0; w.len()];
-                conv2d_backward(&g, &x, batch, &w, &dy, None, Some(&mut dw), None).unwrap();
-                dw
+                let mut dx = vec![0.0; x.len()];
+                conv2d_backward(&g, &x, batch, &w, &dy, None, Some(&mut dw), Some(&mut dx))
+                    .unwrap();
+                (dw, dx)
             })
         };
         assert_eq!(run(1), run(3));

@@ -6,6 +6,7 @@
 //! learned weight). [`Tape::new`] says `None` for any other block, which then trains through
 //! burn's autodiff.
 
+use rayon::prelude::*;
 use subsetq_kernels::train::{
     conv2d_backward, conv2d_forward, dense_backward, dense_forward, max_pool2d_backward,
     max_pool2d_forward,
@@ -382,7 +383,13 @@ impl Tape {
             let x_slot = step.inputs[0];
             let want_dx = self.needs_grad[x_slot];
             let x = value(&values.slots, x_slot)?;
-            let mut dx = want_dx.then(|| vec![0.0f32; batch * self.sizes[x_slot]]);
+            let zeros = || vec![0.0f32; batch * self.sizes[x_slot]];
+            // Element-wise steps pass the gradient on in place; the others write a new one.
+            let elementwise = matches!(
+                step.op,
+                TapeOp::Relu | TapeOp::Clip { .. } | TapeOp::Add | TapeOp::Same
+            );
+            let mut dx = (want_dx && !elementwise).then(zeros);
             match &step.op {
                 TapeOp::Conv { g: geo, w, .. } => {
                     let mut dw = learned_of(w).map(|i| vec![0.0f32; weights[i].len()]);
@@ -421,27 +428,18 @@ impl Tape {
                 }
                 TapeOp::Relu => {
                     let y = value(&values.slots, step.output)?;
-                    if let Some(dx) = dx.as_mut() {
-                        dx.iter_mut()
-                            .zip(g.iter().zip(y))
-                            .for_each(|(d, (g, y))| *d = if *y > 0.0 { *g } else { 0.0 });
-                    }
+                    dx = want_dx.then(|| pass_where(g, y, |y| y > 0.0));
                 }
                 TapeOp::Clip { lo, hi } => {
-                    if let Some(dx) = dx.as_mut() {
-                        dx.iter_mut().zip(g.iter().zip(x)).for_each(|(d, (g, v))| {
-                            *d = if *v >= *lo && *v <= *hi { *g } else { 0.0 }
-                        });
-                    }
+                    let (lo, hi) = (*lo, *hi);
+                    dx = want_dx.then(|| pass_where(g, x, |v| v >= lo && v <= hi));
                 }
                 TapeOp::Add => {
                     let other = step.inputs[1];
                     if self.needs_grad[other] {
                         accumulate(&mut grads, other, g.clone());
                     }
-                    if let Some(dx) = dx.as_mut() {
-                        dx.copy_from_slice(&g);
-                    }
+                    dx = want_dx.then_some(g);
                 }
                 TapeOp::MaxPool { g: geo } => {
                     if let Some(dx) = dx.as_mut() {
@@ -458,11 +456,7 @@ impl Tape {
                         }
                     }
                 }
-                TapeOp::Same => {
-                    if let Some(dx) = dx.as_mut() {
-                        dx.copy_from_slice(&g);
-                    }
-                }
+                TapeOp::Same => dx = want_dx.then_some(g),
             }
             if let Some(dx) = dx {
                 accumulate(&mut grads, x_slot, dx);
@@ -492,6 +486,22 @@ fn learned_of(w: &Weight) -> Option<usize> {
         Weight::Learned(i) => Some(*i),
         Weight::Const(_) => None,
     }
+}
+
+/// `g` where `keep` holds for the matching value of `v`, 0 elsewhere, in place: the gradient
+/// of Relu and Clip. In parallel parts (element-wise: the same bits on any number of threads).
+fn pass_where(mut g: Vec<f32>, v: &[f32], keep: impl Fn(f32) -> bool + Sync) -> Vec<f32> {
+    const PART: usize = 1 << 14;
+    g.par_chunks_mut(PART)
+        .zip(v.par_chunks(PART))
+        .for_each(|(g, v)| {
+            for (g, &v) in g.iter_mut().zip(v) {
+                if !keep(v) {
+                    *g = 0.0;
+                }
+            }
+        });
+    g
 }
 
 fn add_weight_grad(grads: &mut [Vec<f32>], w: &Weight, dw: Option<Vec<f32>>) {
