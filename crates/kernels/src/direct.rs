@@ -237,9 +237,9 @@ pub(crate) fn input_grad(simd: Simd, c: &Conv, dy: &[f32], w: &[f32], dx: &mut [
     forward(simd, &transposed, dy, &flipped, None, dx);
 }
 
-/// Whether [`weight_grad`] beats im2col on this convolution: it computes the whole grid, and
-/// on small images most of it is padding.
-pub(crate) fn weight_grad_pays(c: &Conv) -> bool {
+/// Whether [`weight_grad`] and [`input_grad`] beat im2col on this convolution: they compute
+/// the whole grid, and on small images much of it is padding.
+pub(crate) fn backward_pays(c: &Conv) -> bool {
     let grid = Grid::new(c.in_hw, c.kernel, c.pads);
     // Measured on fashion-resnet's 3×3 layers: ahead at 14² (87.5 % of the grid is output)
     // and 7² (77 %), behind at 4² (50 %).

@@ -1,8 +1,8 @@
 //! Float 2-D convolution, max pooling and dense layers with their gradients, for block
 //! reconstruction: the forward pass and the gradients of the weights (`dW`) and of the input
 //! (`dX`), on plain NCHW slices. Stride-1 convolutions run on direct AVX-512 / AVX2 kernels
-//! where the CPU has them (`direct`: no im2col; the weight gradient falls back to im2col on
-//! small images, where the kernels' padded grid is mostly padding); the others go through
+//! where the CPU has them (`direct`: no im2col; the gradients fall back to im2col on small
+//! images, where the kernels' padded grid is mostly padding); the others go through
 //! im2col and GEMM, a depthwise one through direct loops. For im2col, images are split into
 //! fixed chunks of [`CHUNK`], each chunk's weight gradient is summed on its own and the
 //! chunks are added in order, so that every result is the same whatever the number of
@@ -453,15 +453,16 @@ fn conv2d_backward_on(
     }
     if let Some(simd) = path {
         let c = direct_conv(g);
+        // On small images most of the direct kernels' grid is padding: im2col is faster there
+        // for both gradients (measured), the forward pass stays direct.
+        if !direct::backward_pays(&c) {
+            return conv2d_backward_on(None, g, x, batch, w, dy, kept, dw, dx);
+        }
         if let Some(dx) = dx {
             direct::input_grad(simd, &c, dy, w, dx);
         }
         if let Some(dw) = dw {
-            if direct::weight_grad_pays(&c) {
-                direct::weight_grad(simd, &c, x, dy, batch, dw);
-            } else {
-                conv2d_backward_on(None, g, x, batch, w, dy, kept, Some(dw), None)?;
-            }
+            direct::weight_grad(simd, &c, x, dy, batch, dw);
         }
         return Ok(());
     }
