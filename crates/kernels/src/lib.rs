@@ -25,12 +25,14 @@
 mod conv;
 mod cpu;
 mod decode;
+mod depthwise;
 mod direct;
 mod float;
 mod int8;
 mod packed;
 pub mod reference;
 pub mod train;
+mod vector;
 
 pub use conv::{conv2d, linear, Activations, ConvGeometry, Path};
 pub use cpu::Cpu;

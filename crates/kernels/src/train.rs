@@ -1,9 +1,10 @@
 //! Float 2-D convolution, max pooling and dense layers with their gradients, for block
 //! reconstruction: the forward pass and the gradients of the weights (`dW`) and of the input
-//! (`dX`), on plain NCHW slices. Stride-1 convolutions run on direct AVX-512 / AVX2 kernels
-//! where the CPU has them (`direct`: no im2col; the gradients fall back to im2col on small
-//! images, where the kernels' padded grid is mostly padding); the others go through
-//! im2col and GEMM, a depthwise one through direct loops. For im2col, images are split into
+//! (`dX`), on plain NCHW slices. Stride-1 convolutions and depthwise ones at any stride run on
+//! direct AVX-512 / AVX2 kernels where the CPU has them (`direct`, `depthwise`: no im2col; the
+//! dense gradients fall back to im2col on small images, where the kernels' padded grid is
+//! mostly padding); the others go through im2col and GEMM (a depthwise one, where the CPU has
+//! neither instruction set or the kernel is dilated, through scalar loops). For im2col, images are split into
 //! fixed chunks of [`CHUNK`], each chunk's weight gradient is summed on its own and the
 //! chunks are added in order, so that every result is the same whatever the number of
 //! threads.
@@ -11,7 +12,8 @@
 use rayon::prelude::*;
 
 use crate::conv::tap_offsets;
-use crate::direct::{self, Simd};
+use crate::vector::{self, Simd};
+use crate::{depthwise, direct};
 use crate::{ConvGeometry, KernelError, Result};
 
 /// Images per parallel task of a weight gradient (fixed: the sums must not depend on threads).
@@ -290,10 +292,16 @@ pub fn conv2d_forward(
     conv2d_forward_on(direct_path(g), g, x, batch, w, bias, y, keep)
 }
 
-/// The direct kernels for convolution `g`, where they apply and the CPU has them.
-fn direct_path(g: &ConvGeometry) -> Option<Simd> {
+/// Whether the dense direct kernels (`direct`) take `g`; else the depthwise ones may.
+fn dense_direct(g: &ConvGeometry) -> bool {
     direct::applies(g.kernel, g.strides, g.dilations, g.pads, g.groups)
-        .then(direct::simd)
+}
+
+/// The direct kernels (dense stride-1 or depthwise) for convolution `g`, where they apply and
+/// the CPU has them.
+fn direct_path(g: &ConvGeometry) -> Option<Simd> {
+    (dense_direct(g) || depthwise::applies(g))
+        .then(vector::simd)
         .flatten()
 }
 
@@ -327,7 +335,11 @@ fn conv2d_forward_on(
         check_len("conv bias", b.len(), g.out_channels)?;
     }
     if let Some(simd) = path {
-        direct::forward(simd, &direct_conv(g), x, w, bias, y);
+        if dense_direct(g) {
+            direct::forward(simd, &direct_conv(g), x, w, bias, y);
+        } else {
+            depthwise::forward(simd, g, x, w, bias, y);
+        }
         return Ok(false);
     }
     let add_bias = |y: &mut [f32]| {
@@ -450,6 +462,15 @@ fn conv2d_backward_on(
     }
     if let Some(d) = &dx {
         check_len("conv input gradient", d.len(), batch * s.image_in)?;
+    }
+    if let (Some(simd), false) = (path, dense_direct(g)) {
+        if let Some(dx) = dx {
+            depthwise::input_grad(simd, g, dy, w, dx);
+        }
+        if let Some(dw) = dw {
+            depthwise::weight_grad(simd, g, x, dy, batch, dw);
+        }
+        return Ok(());
     }
     if let Some(simd) = path {
         let c = direct_conv(g);
@@ -817,19 +838,46 @@ mod tests {
         ]
     }
 
+    /// Depthwise geometries at strides 1 and 2 (EfficientNet's TF-"same" pads among them), a
+    /// stride that differs between the axes, and one channel of a dense stride-2 convolution.
+    fn depthwise_geometries() -> Vec<ConvGeometry> {
+        let g = |c, hw: [usize; 2], k: [usize; 2], strides, pads| ConvGeometry {
+            in_channels: c,
+            in_hw: hw,
+            out_channels: c,
+            kernel: k,
+            strides,
+            dilations: [1, 1],
+            pads,
+            groups: c,
+        };
+        vec![
+            g(5, [9, 9], [3, 3], [2, 2], [0, 0, 1, 1]),
+            g(3, [7, 7], [5, 5], [1, 1], [2, 2, 2, 2]),
+            g(4, [14, 13], [5, 5], [2, 2], [1, 1, 2, 2]),
+            g(6, [6, 11], [3, 3], [1, 1], [1, 1, 1, 1]),
+            g(2, [10, 9], [3, 2], [1, 2], [1, 0, 2, 1]),
+            g(1, [8, 7], [3, 3], [2, 2], [1, 1, 1, 1]),
+        ]
+    }
+
     /// Every way this CPU can run `g`: im2col (`None`), and each direct kernel set that
     /// applies.
     fn paths(g: &ConvGeometry) -> Vec<Option<Simd>> {
         let mut all = vec![None];
-        if direct::applies(g.kernel, g.strides, g.dilations, g.pads, g.groups) {
-            all.extend(direct::available().into_iter().map(Some));
+        if dense_direct(g) || depthwise::applies(g) {
+            all.extend(vector::available().into_iter().map(Some));
         }
         all
     }
 
     #[test]
     fn conv_forward_matches_the_definition() {
-        for g in geometries().into_iter().chain(direct_geometries()) {
+        for g in geometries()
+            .into_iter()
+            .chain(direct_geometries())
+            .chain(depthwise_geometries())
+        {
             let batch = 5;
             let x = values(batch * g.in_channels * g.in_hw[0] * g.in_hw[1], 1);
             let w = values(g.out_channels * g.cols(), 2);
@@ -858,7 +906,7 @@ mod tests {
             let dy = values(batch * g.out_channels * oh * ow, 12);
             let mut want = vec![0.0; w.len()];
             conv2d_backward_on(None, &g, &x, batch, &w, &dy, None, Some(&mut want), None).unwrap();
-            for simd in direct::available() {
+            for simd in vector::available() {
                 let mut dw = vec![f32::NAN; w.len()];
                 direct::weight_grad(simd, &direct_conv(&g), &x, &dy, batch, &mut dw);
                 close(&dw, &want, 1e-4);
@@ -873,6 +921,7 @@ mod tests {
         for (g, path) in geometries()
             .into_iter()
             .chain(direct_geometries())
+            .chain(depthwise_geometries())
             .flat_map(|g| paths(&g).into_iter().map(move |p| (g, p)))
         {
             let batch = 6;
@@ -946,7 +995,12 @@ mod tests {
 
     #[test]
     fn gradients_are_the_same_on_one_and_many_threads() {
-        for g in [geometries()[0], geometries()[1], direct_geometries()[0]] {
+        for g in [
+            geometries()[0],
+            geometries()[1],
+            direct_geometries()[0],
+            depthwise_geometries()[2],
+        ] {
             gradients_on_one_and_many_threads(g);
         }
     }
