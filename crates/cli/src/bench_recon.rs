@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use subsetq_data::LabelSource;
 use subsetq_engine::reconstruct::Timings;
-use subsetq_pipeline::data::{calibration, load_data, PreprocessOverrides};
+use subsetq_pipeline::data::{load_data, PreprocessOverrides};
 use subsetq_pipeline::eval::{Runner, Scores};
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::{write_bytes, write_json};
@@ -23,7 +23,7 @@ use subsetq_pipeline::{
     float_to_quantize, quantize, Granularity, QuantizeOptions, Quantizer, Samples, WeightForm,
 };
 
-use crate::accuracy::{existing, BenchModel, Metric, MODELS};
+use crate::accuracy::{calibration_sets, existing, BenchModel, MODELS};
 use crate::flags::ReconArgs;
 use crate::{load_model, CommonArgs};
 
@@ -137,12 +137,16 @@ struct TorchOutput {
 pub fn run(args: &BenchReconArgs) -> Result<()> {
     let mut chosen = Vec::new();
     for name in &args.models {
-        match MODELS
-            .iter()
-            .find(|m| m.name == name.trim() && m.metric == Metric::Top1)
-        {
+        match MODELS.iter().find(|m| m.name == name.trim()) {
+            // The PyTorch script knows plain convolutions only.
+            Some(m) if m.name == "efficientnet-lite0" && !args.no_torch => {
+                bail!("efficientnet-lite0 runs with --no-torch only (subsetq's side)")
+            }
             Some(m) => chosen.push(m),
-            None => bail!("unknown model {name:?}; this benchmark runs mnist-cnn, fashion-resnet"),
+            None => bail!(
+                "unknown model {name:?}; this benchmark runs mnist-cnn, fashion-resnet \
+                 (efficientnet-lite0 with --no-torch)"
+            ),
         }
     }
     if chosen.is_empty() {
@@ -225,9 +229,8 @@ fn bench_model(
     let pre = PreprocessOverrides::default().resolve(&model_path, Some(&model))?;
     let mut bar = Bar::new();
     let recon = args.recon.options();
-    let calib = calibration(&args.root.join(m.calib), &pre, recon.calib_size, &mut |p| {
-        bar.update(p)
-    })?;
+    let paths: Vec<PathBuf> = m.calib.iter().map(|c| args.root.join(c)).collect();
+    let calib = calibration_sets(&paths, &pre, recon.calib_size, &mut bar)?;
     let test = load_data(&data_path, &pre, LabelSource::Auto, None, &mut |p| {
         bar.update(p)
     })?;

@@ -199,3 +199,61 @@ fn one_and_two_threads_give_the_same_bytes() {
     assert_eq!(one.1, two.1);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `bench accuracy` on EfficientNet-Lite0 calibrates on ai-benchmark's street scenes and cats
+/// and scores photos it never saw: top-1 on the labelled foolbox ones, FP32 agreement on those
+/// and the held-apart ImageNet-subject photos. Cut to a handful of images and one step.
+#[test]
+fn efficientnet_bench_calibrates_apart_from_the_photos_it_scores() {
+    let (Some(_), Some(_)) = (
+        require("efficientnet-lite0.onnx"),
+        require("data/ai-benchmark/classification"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir("bench-effnet");
+    let json = dir.join("cells.json");
+    let root = root();
+    let table = subsetq_ok(&[
+        "bench",
+        "accuracy",
+        "--models",
+        "efficientnet-lite0",
+        "--bits",
+        "4",
+        "--quantizers",
+        "sq",
+        "--recon",
+        "sq",
+        "--iters",
+        "1",
+        "--recon-batch",
+        "2",
+        "--calib-size",
+        "3",
+        "--limit",
+        "2",
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(table.contains("efficientnet-lite0 agree"), "{table}");
+    assert!(
+        table.contains("calibrated on 3 images of assets/data/ai-benchmark/enhancement"),
+        "{table}"
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 3, "fp32, sq, sq+recon");
+    for c in cells {
+        // Two foolbox photos (labelled) and two held-apart ones.
+        assert_eq!(
+            (c["n"].as_u64(), c["held_apart"].as_u64()),
+            (Some(2), Some(2))
+        );
+        let recon = c["quantizer"].as_str().unwrap().contains("+recon");
+        assert_eq!(c["calibration"].as_u64(), Some(if recon { 3 } else { 0 }));
+    }
+    assert_eq!(cells[0]["agreement_top1"].as_f64(), Some(100.0));
+}
