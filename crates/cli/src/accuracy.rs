@@ -398,9 +398,12 @@ fn cell(
     })
 }
 
+/// A table column: its model, its header, and the value it shows of a cell.
+type Column<'a> = (&'a BenchModel, String, fn(&Cell) -> f64);
+
 fn print_table(models: &[&BenchModel], cells: &[Cell], args: &BenchAccuracyArgs) {
     // Per model its top-1, and where it has held-apart photos its FP32 agreement.
-    let mut columns: Vec<(&BenchModel, String, fn(&Cell) -> f64)> = Vec::new();
+    let mut columns: Vec<Column> = Vec::new();
     for m in models {
         columns.push((m, m.name.to_string(), |c| c.top1));
         if m.held_apart.is_some() {
