@@ -125,6 +125,59 @@ impl Model {
         Ok(blocks)
     }
 
+    /// The nodes that compute `to` from `from` alone (with initializers and constants): the
+    /// span between two cuts, e.g. from the graph input to a block's input, as a block to
+    /// extract. Errors when `to` needs a value that does not come from `from`.
+    pub fn span(&self, from: &str, to: &str) -> Result<Block> {
+        let g = self.graph()?;
+        let mut known: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+        for n in g.node.iter().filter(|n| n.op_type() == "Constant") {
+            known.extend(n.output.iter().map(String::as_str));
+        }
+        known.insert(from);
+        // Walk back from `to`, taking every node whose output is still needed.
+        let mut needed: HashSet<&str> = HashSet::from([to]);
+        let mut nodes = Vec::new();
+        for (i, n) in g.node.iter().enumerate().rev() {
+            if n.op_type() == "Constant" || !n.output.iter().any(|o| needed.contains(o.as_str())) {
+                continue;
+            }
+            for o in &n.output {
+                needed.remove(o.as_str());
+            }
+            needed.extend(
+                n.input
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|v| !v.is_empty() && !known.contains(v)),
+            );
+            nodes.push(i);
+        }
+        if let Some(v) = needed.iter().min() {
+            return Err(OnnxError::Graph(format!(
+                "{to} is not computed from {from} alone: it also needs {v}"
+            )));
+        }
+        nodes.reverse();
+        let weights = nodes
+            .iter()
+            .map(|&i| &g.node[i])
+            .filter(|n| is_weight_op(n))
+            .filter_map(|n| {
+                n.input
+                    .get(1)
+                    .filter(|w| g.initializer.iter().any(|t| t.name() == w.as_str()))
+            })
+            .cloned()
+            .collect();
+        Ok(Block {
+            input: from.to_string(),
+            output: to.to_string(),
+            nodes,
+            weights,
+        })
+    }
+
     /// The block as a model of its own: its nodes (and the `Constant` nodes they read), the
     /// initializers they use, `block.input` as the only graph input and `block.output` as the
     /// only output. Shapes are left to the runtime.
@@ -250,5 +303,24 @@ mod tests {
         let inner = sub.blocks().unwrap();
         assert_eq!(inner.len(), 1);
         assert_eq!(inner[0].weights, vec!["wb", "wc"]);
+    }
+
+    #[test]
+    fn spans_run_from_one_cut_to_another() {
+        let m = residual_net();
+        let blocks = m.blocks().unwrap();
+        // A block is the span between its cuts.
+        for b in &blocks {
+            assert_eq!(&m.span(&b.input, &b.output).unwrap(), b);
+        }
+        let both = m.span("x", "f").unwrap();
+        assert_eq!(both.nodes, (0..9).collect::<Vec<_>>());
+        assert_eq!(both.weights, vec!["wa", "wb", "wc"]);
+        // Not a cut: the Add also reads a1, which comes from the graph input.
+        let err = m.span("b1", "s").unwrap_err().to_string();
+        assert!(
+            err.contains("s is not computed from b1 alone: it also needs x"),
+            "{err}"
+        );
     }
 }

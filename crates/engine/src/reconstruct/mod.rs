@@ -289,13 +289,14 @@ pub struct BlockReport {
     pub timings: Timings,
 }
 
+/// The block's output loss against targets `t` on inputs `x`, and its outputs.
 fn hard_loss(
     block: &Plan,
     device: &Device,
     (input, output): (&str, &str),
     x: &Samples,
     t: &Samples,
-) -> Result<f64> {
+) -> Result<(f64, Samples)> {
     let engine = Engine::new(block.clone(), device)?;
     let y = run_samples(&engine, input, x, output, 64)?;
     let channels = y.shape.first().copied().unwrap_or(1).max(1);
@@ -306,7 +307,7 @@ fn hard_loss(
         .zip(&t.data)
         .map(|(a, b)| f64::from(a - b).powi(2))
         .sum();
-    Ok(sum / per)
+    Ok((sum / per, y))
 }
 
 /// Declares graph input `name` of `model` as a float tensor of shape `[batch, rest…]`.
@@ -337,8 +338,11 @@ fn declare_input_shape(model: &mut Model, name: &str, batch: usize, rest: &[usiz
 /// Reconstructs every block of `float` that holds one of `layers`, in graph order, writing
 /// the reconstructed weights into `quantized` (the same graph with the searched weights).
 /// Weights not in `layers` (first and last layers) keep their values in `quantized`.
-/// Holds the calibration set's inputs and targets of one block at a time:
-/// `calibration.n × (block input + block output)` values.
+///
+/// Both models' activations on the calibration set are carried from block to block, each
+/// block's inputs (quantized model) and targets (float model) computed from the previous
+/// cut's, not from the graph input again. Holds `calibration.n ×` (block input + block
+/// output + the next cut's float and quantized values) at a time.
 pub fn reconstruct_model(
     float: &Model,
     quantized: &mut Model,
@@ -357,24 +361,42 @@ pub fn reconstruct_model(
         .filter(|b| b.weights.iter().any(|w| by_name.contains_key(w.as_str())))
         .collect();
     let device = settings.backend.device()?;
-    let float_engine = Engine::new(Plan::from_model(float)?, &device)?;
-    let graph_input = float_engine.plan().single_input()?.to_string();
+    let float_plan = Plan::from_model(float)?;
+    let graph_input = float_plan.single_input()?.to_string();
+    let fixed_batch = float_plan.fixed_batch();
+    // The graph fixes its batch (and could not be relaxed): a block runs in chunks of it
+    // too, which needs the batch declared on its input.
+    let declare_batch = |sub: &mut Model, input: &str, shape: &[usize]| {
+        if let Some(b) = fixed_batch {
+            declare_input_shape(sub, input, b, shape);
+        }
+    };
+    // `x`, the values at cut `from`, carried through `model`'s nodes to cut `to`.
+    let advance = |model: &Model, from: &str, to: &str, x: Samples| -> Result<Samples> {
+        if from == to {
+            return Ok(x);
+        }
+        let mut sub = model.extract_block(&model.span(from, to)?)?;
+        declare_batch(&mut sub, from, &x.shape);
+        run_samples(
+            &Engine::new(Plan::from_model(&sub)?, &device)?,
+            from,
+            &x,
+            to,
+            64,
+        )
+    };
+    // Where each model's values are: the quantized one's (every block so far learned) at
+    // `quant_cut`, the float one's at the last block's output.
+    let (mut quant_cut, mut quant_at) = (graph_input.clone(), calibration.clone());
+    let (mut float_cut, mut float_at) = (graph_input, calibration.clone());
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
-        let quant_engine = Engine::new(Plan::from_model(quantized)?, &device)?;
-        let inputs = if block.input == graph_input {
-            calibration.clone()
-        } else {
-            run_samples(&quant_engine, &graph_input, calibration, &block.input, 64)?
-        };
-        let targets = run_samples(&float_engine, &graph_input, calibration, &block.output, 64)?;
+        let inputs = advance(quantized, &quant_cut, &block.input, quant_at)?;
+        let targets = advance(float, &float_cut, &block.output, float_at)?;
         let mut sub = quantized.extract_block(block)?;
-        if let Some(b) = float_engine.plan().fixed_batch() {
-            // The graph fixes its batch (and could not be relaxed): the block runs in chunks
-            // of it too, which needs the batch declared on its input.
-            declare_input_shape(&mut sub, &block.input, b, &inputs.shape);
-        }
+        declare_batch(&mut sub, &block.input, &inputs.shape);
         let block_layers: Vec<&LayerQuantizer> = block
             .weights
             .iter()
@@ -382,7 +404,7 @@ pub fn reconstruct_model(
             .collect();
         let sub_plan = Plan::from_model(&sub)?;
         let ends = (block.input.as_str(), block.output.as_str());
-        let loss_before = hard_loss(&sub_plan, &device, ends, &inputs, &targets)?;
+        let (loss_before, _) = hard_loss(&sub_plan, &device, ends, &inputs, &targets)?;
         let block_settings = Settings {
             seed: settings.seed.wrapping_add(bi as u64),
             ..settings.clone()
@@ -417,7 +439,10 @@ pub fn reconstruct_model(
             quantized.set_initializer_f32(name, &[*v])?;
             sub.set_initializer_f32(name, &[*v])?;
         }
-        let loss_after = hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
+        let (loss_after, outputs) =
+            hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
+        (quant_cut, quant_at) = (block.output.clone(), outputs);
+        (float_cut, float_at) = (block.output.clone(), targets);
         reports.push(BlockReport {
             input: block.input.clone(),
             output: block.output.clone(),
