@@ -28,19 +28,34 @@ fn is_weight_op(n: &NodeProto) -> bool {
     matches!(n.op_type(), "Conv" | "Gemm" | "MatMul") && matches!(n.domain(), "" | "ai.onnx")
 }
 
+/// The graph's initializer names, and those with the outputs of its `Constant` nodes.
+fn constant_names(g: &GraphProto) -> (HashSet<&str>, HashSet<&str>) {
+    let initializers: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let mut constants = initializers.clone();
+    for n in g.node.iter().filter(|n| n.op_type() == "Constant") {
+        constants.extend(n.output.iter().map(String::as_str));
+    }
+    (initializers, constants)
+}
+
+/// The weight initializers of the Conv / Gemm / MatMul nodes among `nodes`, in node order.
+fn layer_weights(g: &GraphProto, nodes: &[usize], initializers: &HashSet<&str>) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&i| &g.node[i])
+        .filter(|n| is_weight_op(n))
+        .filter_map(|n| n.input.get(1).filter(|w| initializers.contains(w.as_str())))
+        .cloned()
+        .collect()
+}
+
 impl Model {
     /// The reconstruction blocks of the main graph, in order. Nodes before the first weight
     /// layer form no block (they have no weights to learn). Errors when the graph does not
     /// have exactly one non-initializer input and one output.
     pub fn blocks(&self) -> Result<Vec<Block>> {
         let g = self.graph()?;
-        let initializers: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-        let mut constants = initializers.clone();
-        for n in &g.node {
-            if n.op_type() == "Constant" {
-                constants.extend(n.output.iter().map(String::as_str));
-            }
-        }
+        let (initializers, constants) = constant_names(g);
         let inputs: Vec<&str> = g
             .input
             .iter()
@@ -101,13 +116,7 @@ impl Model {
 
         let mut blocks: Vec<Block> = Vec::new();
         for (from, to, nodes) in segments {
-            let weights: Vec<String> = nodes
-                .iter()
-                .map(|&i| &g.node[i])
-                .filter(|n| is_weight_op(n))
-                .filter_map(|n| n.input.get(1).filter(|w| initializers.contains(w.as_str())))
-                .cloned()
-                .collect();
+            let weights = layer_weights(g, &nodes, &initializers);
             match blocks.last_mut() {
                 Some(b) if weights.is_empty() => {
                     b.output = to;
@@ -130,10 +139,7 @@ impl Model {
     /// extract. Errors when `to` needs a value that does not come from `from`.
     pub fn span(&self, from: &str, to: &str) -> Result<Block> {
         let g = self.graph()?;
-        let mut known: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-        for n in g.node.iter().filter(|n| n.op_type() == "Constant") {
-            known.extend(n.output.iter().map(String::as_str));
-        }
+        let (initializers, mut known) = constant_names(g);
         known.insert(from);
         // Walk back from `to`, taking every node whose output is still needed.
         let mut needed: HashSet<&str> = HashSet::from([to]);
@@ -159,17 +165,7 @@ impl Model {
             )));
         }
         nodes.reverse();
-        let weights = nodes
-            .iter()
-            .map(|&i| &g.node[i])
-            .filter(|n| is_weight_op(n))
-            .filter_map(|n| {
-                n.input
-                    .get(1)
-                    .filter(|w| g.initializer.iter().any(|t| t.name() == w.as_str()))
-            })
-            .cloned()
-            .collect();
+        let weights = layer_weights(g, &nodes, &initializers);
         Ok(Block {
             input: from.to_string(),
             output: to.to_string(),
