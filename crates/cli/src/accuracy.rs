@@ -313,7 +313,12 @@ fn runs(args: &BenchAccuracyArgs) -> Vec<(Granularity, Quantizer, bool, Option<u
     runs
 }
 
-fn row_name(granularity: Granularity, q: Quantizer, recon: bool, abits: Option<u32>) -> String {
+pub(crate) fn row_name(
+    granularity: Granularity,
+    q: Quantizer,
+    recon: bool,
+    abits: Option<u32>,
+) -> String {
     let mut name = q.name().to_string();
     if granularity == Granularity::Channel {
         name.push_str("/ch");

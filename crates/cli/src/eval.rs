@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use subsetq_data::LabelSource;
+use anyhow::{bail, Context, Result};
+use subsetq_data::{LabelSource, Preprocess, Task};
+use subsetq_onnx::Model;
 use subsetq_pipeline::data::load_data;
+use subsetq_pipeline::detect::{self, DetectAgreement, MaskAgreement};
 use subsetq_pipeline::eval::{Agreement, Runner, Scores};
 use subsetq_pipeline::packed::Kernels;
 use subsetq_pipeline::progress::Bar;
@@ -24,9 +26,15 @@ pub struct EvalArgs {
     #[arg(long)]
     data: PathBuf,
     /// A second model run on the same inputs: its scores, top-1 agreement, top-5 overlap and
-    /// output MSE against the first.
+    /// output MSE against the first. With `--task detect|segment`, the reference (the float
+    /// model) whose boxes or masks stand in for the ground truth.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// What the model does: `classify` scores class outputs; `detect` and `segment` decode
+    /// the outputs the model's sidecar `"task"` names and compare them with `--compare`'s
+    /// (mAP@0.5, mAP@0.5:0.95 and recall@0.5 of its boxes; mean mask IoU).
+    #[arg(long, value_enum, default_value_t = TaskArg::Classify)]
+    task: TaskArg,
     /// Write the results as JSON here (atomically).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -46,6 +54,14 @@ pub struct EvalArgs {
     kernels: Kernels,
     #[command(flatten)]
     preprocess: PreprocessArgs,
+}
+
+/// `--task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    Classify,
+    Detect,
+    Segment,
 }
 
 /// Where labels come from (`--labels`).
@@ -81,6 +97,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let model = load_model(&args.model)?;
     let pre = args.preprocess.resolve(&args.model, Some(&model))?;
+    if args.task != TaskArg::Classify {
+        return run_task(args, &model, &pre);
+    }
     // Plan both models before loading data: a bad model fails fast.
     let runner = Runner::with_kernels(&model, &pre, args.kernels)
         .with_context(|| args.model.display().to_string())?;
@@ -174,6 +193,120 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// `--task detect|segment`: the model's boxes or masks against the `--compare` model's.
+fn run_task(args: &EvalArgs, model: &Model, pre: &Preprocess) -> Result<()> {
+    let Some(reference_path) = &args.compare else {
+        bail!(
+            "--task {}: give the float model as --compare (its outputs stand in for the ground truth)",
+            args.task.name()
+        );
+    };
+    let Some(task) = &pre.task else {
+        bail!(
+            "--task {}: the preprocessing sidecar of {} has no \"task\" saying what the outputs are",
+            args.task.name(),
+            args.model.display()
+        );
+    };
+    match (args.task, task) {
+        (TaskArg::Detect, Task::Detect { .. }) | (TaskArg::Segment, Task::Segment { .. }) => {}
+        _ => bail!(
+            "--task {}: the sidecar describes a {} model",
+            args.task.name(),
+            match task {
+                Task::Detect { .. } => "detection",
+                Task::Segment { .. } => "segmentation",
+            }
+        ),
+    }
+    let runner = Runner::with_kernels(model, pre, args.kernels)
+        .with_context(|| args.model.display().to_string())?;
+    let reference = Runner::load(reference_path, pre)?;
+    let mut bar = Bar::new();
+    let data = load_data(
+        &args.data,
+        pre,
+        LabelSource::Unlabelled,
+        args.limit,
+        &mut |p| bar.update(p),
+    )?;
+    bar.finish();
+    println!(
+        "data   {}: {} images, {}×{}×{} (scored against {})",
+        args.data.display(),
+        data.n,
+        data.channels,
+        data.height,
+        data.width,
+        reference_path.display()
+    );
+    let names = task.outputs();
+    let batch = args.batch as usize;
+    let started = Instant::now();
+    let ours = runner
+        .named_outputs(&data, batch, &names, "eval", &mut |p| bar.update(p))
+        .with_context(|| args.model.display().to_string())?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let theirs = reference
+        .named_outputs(&data, batch, &names, "reference", &mut |p| bar.update(p))
+        .with_context(|| reference_path.display().to_string())?;
+    bar.finish();
+    let mut doc = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "reference": reference_path.display().to_string(),
+        "data": args.data.display().to_string(),
+        "task": args.task.name(),
+        "seconds": seconds,
+        "kernels": args.kernels.name(),
+    });
+    let fields = match task {
+        Task::Detect {
+            score_threshold, ..
+        } => {
+            let size = [data.height, data.width];
+            let ours = detect::decode(task, &ours, size, detect::CANDIDATE_MIN_SCORE)?;
+            let theirs = detect::decode(task, &theirs, size, *score_threshold)?;
+            let a = DetectAgreement::between(&theirs, &ours, *score_threshold)?;
+            println!(
+                "detect vs reference: mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4}, recall@0.5 {:.4} \
+                 ({} reference boxes at score {score_threshold}, {} of the model's)",
+                a.map50, a.map50_95, a.recall50, a.reference_boxes, a.boxes
+            );
+            serde_json::to_value(a)?
+        }
+        Task::Segment { threshold, .. } => {
+            let (Some(ours), Some(theirs)) = (ours.first(), theirs.first()) else {
+                bail!("no mask output was computed");
+            };
+            let a = MaskAgreement::between(theirs, ours, *threshold)?;
+            println!(
+                "segment vs reference: mean mask IoU {:.4} over {} images with foreground (of \
+                 {}), pixel agreement {:.4}",
+                a.mask_iou, a.scored, a.n, a.pixel_agreement
+            );
+            serde_json::to_value(a)?
+        }
+    };
+    if let (Some(map), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
+        map.extend(fields);
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+impl TaskArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Classify => "classify",
+            Self::Detect => "detect",
+            Self::Segment => "segment",
+        }
+    }
 }
 
 fn print_scores(role: &str, path: &Path, scores: Option<Scores>, images: usize, seconds: f64) {

@@ -6,6 +6,7 @@ mod accuracy;
 mod bench;
 mod bench_kernels;
 mod bench_recon;
+mod bench_tasks;
 mod cost;
 mod eval;
 mod flags;
@@ -72,6 +73,9 @@ enum BenchCommand {
     /// Block reconstruction against the same loop in PyTorch (scripts/recon_torch.py) on the
     /// benchmark models: seconds in total and per part, their ratio, and the top-1 of each.
     Recon(Box<bench_recon::BenchReconArgs>),
+    /// Detectors and segmenters quantized with reconstruction: mAP and recall of the FP32
+    /// model's boxes, or mean IoU of its masks, on photos apart from the calibration ones.
+    Tasks(Box<bench_tasks::BenchTasksArgs>),
 }
 
 #[derive(clap::Args)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Accuracy(args)) => accuracy::run(&args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels::run(&args),
         Command::Bench(BenchCommand::Recon(args)) => bench_recon::run(&args),
+        Command::Bench(BenchCommand::Tasks(args)) => bench_tasks::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

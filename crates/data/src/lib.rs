@@ -59,6 +59,7 @@ mod folder;
 mod idx;
 mod pixels;
 mod preprocess;
+mod task;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +69,7 @@ use rayon::prelude::*;
 
 pub use error::{DataError, Result};
 pub use preprocess::{Color, Preprocess, Resize, SIDECAR_SCHEMA};
+pub use task::{Decoder, Task};
 
 use pixels::{Image8, MAX_RESIZED_BYTES};
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::task::Task;
 
 /// The only sidecar schema this crate reads.
 pub const SIDECAR_SCHEMA: &str = "subsetq-preprocess/1";
@@ -72,6 +73,8 @@ pub struct Preprocess {
     pub output: Option<String>,
     /// Number of classes of the model; when set, labels at or above it are an error.
     pub num_classes: Option<usize>,
+    /// What a detector's or segmenter's outputs mean (the sidecar's `"task"`).
+    pub task: Option<Task>,
 }
 
 impl Preprocess {
@@ -90,6 +93,7 @@ impl Preprocess {
             input: None,
             output: None,
             num_classes: None,
+            task: None,
         }
     }
 
@@ -220,6 +224,7 @@ impl Preprocess {
             mean: to_f64(&self.mean),
             std: to_f64(&self.std),
             num_classes: self.num_classes,
+            task: self.task.clone(),
         };
         let mut text = serde_json::to_string_pretty(&raw).unwrap_or_default();
         text.push('\n');
@@ -249,6 +254,9 @@ impl Preprocess {
         }
         if let Some(s) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
             return Err(format!("std {s} must be finite and non-zero"));
+        }
+        if let Some(task) = &self.task {
+            task.check()?;
         }
         if let Some(r) = self.resize {
             if r.shorter_side == 0 {
@@ -296,6 +304,8 @@ struct RawSidecar {
     mean: Vec<f64>,
     std: Vec<f64>,
     num_classes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task: Option<Task>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -374,6 +384,7 @@ impl RawSidecar {
             input: self.input,
             output: self.output,
             num_classes: self.num_classes,
+            task: self.task,
         };
         pre.check()?;
         Ok(pre)
@@ -465,6 +476,35 @@ mod tests {
         assert!(Preprocess::from_sidecar_str("{")
             .unwrap_err()
             .contains("JSON"));
+    }
+
+    const BLAZEFACE_TASK: &str = r#"{"kind": "detect", "score_threshold": 0.5,
+      "iou_threshold": 0.3, "decoder": {"name": "blazeface", "scores": ["s16", "s8"],
+      "boxes": ["b16", "b8"], "grids": [16, 8], "anchors_per_cell": [2, 6]}}"#;
+
+    #[test]
+    fn a_detection_task_reads_back_and_its_numbers_are_checked() {
+        let with_task = |task: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(EFFNET).unwrap();
+            v["task"] = serde_json::from_str(task).unwrap();
+            Preprocess::from_sidecar_str(&v.to_string())
+        };
+        let p = with_task(BLAZEFACE_TASK).unwrap();
+        let task = p.task.clone().unwrap();
+        assert_eq!(task.outputs(), ["s16", "s8", "b16", "b8"]);
+        assert_eq!(
+            Preprocess::from_sidecar_str(&p.to_sidecar_string()).unwrap(),
+            p
+        );
+
+        let e = with_task(&BLAZEFACE_TASK.replace("[2, 6]", "[2]")).unwrap_err();
+        assert!(e.contains("one entry per scale (got 2, 2, 2, 1)"), "{e}");
+        let e = with_task(&BLAZEFACE_TASK.replace("0.3", "1.5")).unwrap_err();
+        assert!(e.contains("iou_threshold 1.5 is not in [0, 1]"), "{e}");
+        let e = with_task(&BLAZEFACE_TASK.replace("blazeface", "yolo")).unwrap_err();
+        assert!(e.contains("yolo"), "{e}");
+        let e = with_task(r#"{"kind": "segment", "output": "mask"}"#).unwrap_err();
+        assert!(e.contains("threshold"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! lies a segment of nodes. A block is a segment with weight layers plus the weight-free
 //! segments after it (activations, pooling): a residual block (conv, conv, add) when the graph
 //! has them, else one conv / gemm layer with what follows it, as BRECQ partitions networks.
+//!
+//! A graph with several outputs (a detector's score and box heads) has a *trunk*, the nodes
+//! that lead to the output with the most of them, and *heads*: the nodes that lead only to
+//! one of the other outputs. Cuts are found on the trunk; each head with weights is a block
+//! of its own, from the one trunk value it reads to its output.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +27,9 @@ pub struct Block {
     pub nodes: Vec<usize>,
     /// Weight initializers of its Conv / Gemm / MatMul nodes, in node order.
     pub weights: Vec<String>,
+    /// A head: a side branch from a trunk value to a graph output. The blocks after it
+    /// continue from its input, not from its output.
+    pub head: bool,
 }
 
 fn is_weight_op(n: &NodeProto) -> bool {
@@ -49,10 +57,130 @@ fn layer_weights(g: &GraphProto, nodes: &[usize], initializers: &HashSet<&str>) 
         .collect()
 }
 
+/// A head of a multi-output graph: the nodes that lead only to `output`, reading `input`.
+struct Head {
+    input: String,
+    output: String,
+    nodes: Vec<usize>,
+}
+
+/// The nodes each graph output is computed from (excluding `Constant` nodes), ascending.
+fn ancestors(g: &GraphProto, output: &str) -> Vec<usize> {
+    let mut needed: HashSet<&str> = HashSet::from([output]);
+    let mut nodes = Vec::new();
+    for (i, n) in g.node.iter().enumerate().rev() {
+        if n.op_type() == "Constant" || !n.output.iter().any(|o| needed.contains(o.as_str())) {
+            continue;
+        }
+        needed.extend(n.input.iter().map(String::as_str).filter(|v| !v.is_empty()));
+        nodes.push(i);
+    }
+    nodes.reverse();
+    nodes
+}
+
+/// The trunk's output (the graph output computed from the most nodes; the first of those on a
+/// tie) and the heads leading to the other outputs. A one-output graph is all trunk.
+fn split_heads(g: &GraphProto) -> Result<(&str, Vec<Head>)> {
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name()).collect();
+    if let [only] = outputs.as_slice() {
+        return Ok((only, Vec::new()));
+    }
+    let from: Vec<Vec<usize>> = outputs.iter().map(|o| ancestors(g, o)).collect();
+    let trunk_at = (0..outputs.len())
+        .max_by_key(|&k| (from[k].len(), std::cmp::Reverse(k)))
+        .unwrap_or(0);
+    let trunk: HashSet<usize> = from[trunk_at].iter().copied().collect();
+    let (_, constants) = constant_names(g);
+    let mut heads: Vec<Head> = Vec::new();
+    let mut taken: HashSet<usize> = HashSet::new();
+    for (k, &output) in outputs.iter().enumerate().filter(|&(k, _)| k != trunk_at) {
+        let nodes: Vec<usize> = from[k]
+            .iter()
+            .copied()
+            .filter(|i| !trunk.contains(i))
+            .collect();
+        if let Some(i) = nodes.iter().find(|i| !taken.insert(**i)) {
+            return Err(OnnxError::Graph(format!(
+                "node {} leads to two outputs besides the trunk's {}; heads must not share nodes",
+                g.node[*i].name(),
+                outputs[trunk_at]
+            )));
+        }
+        let made: HashSet<&str> = nodes
+            .iter()
+            .flat_map(|&i| g.node[i].output.iter().map(String::as_str))
+            .collect();
+        let mut reads: Vec<&str> = nodes
+            .iter()
+            .flat_map(|&i| g.node[i].input.iter().map(String::as_str))
+            .filter(|v| !v.is_empty() && !made.contains(v) && !constants.contains(v))
+            .collect();
+        reads.sort_unstable();
+        reads.dedup();
+        match reads.as_slice() {
+            [] if nodes.is_empty() => {} // the output is a trunk value itself
+            [input] => heads.push(Head {
+                input: input.to_string(),
+                output: output.to_string(),
+                nodes,
+            }),
+            _ => {
+                return Err(OnnxError::Graph(format!(
+                "the head to output {output} reads {} trunk values ({}); a head block needs one",
+                reads.len(),
+                reads.join(", ")
+            )))
+            }
+        }
+    }
+    Ok((outputs[trunk_at], heads))
+}
+
+/// The trunk blocks with each head that has weights inserted where its input is at hand:
+/// after the block that outputs it, else before the block that computes it.
+fn place_heads(
+    g: &GraphProto,
+    trunk: Vec<Block>,
+    heads: Vec<Head>,
+    initializers: &HashSet<&str>,
+) -> Result<Vec<Block>> {
+    let mut after: Vec<Vec<Block>> = vec![Vec::new(); trunk.len() + 1];
+    for h in heads {
+        let weights = layer_weights(g, &h.nodes, initializers);
+        if weights.is_empty() {
+            continue;
+        }
+        let computes = |b: &Block| b.nodes.iter().any(|&i| g.node[i].output.contains(&h.input));
+        // Slot k holds the heads that go before trunk block k (k = len: after the last).
+        let slot = match trunk.iter().position(|b| b.output == h.input) {
+            Some(k) => k + 1,
+            None => trunk.iter().position(computes).unwrap_or(0),
+        };
+        after[slot].push(Block {
+            input: h.input,
+            output: h.output,
+            nodes: h.nodes,
+            weights,
+            head: true,
+        });
+    }
+    let mut slots = after.into_iter();
+    let mut blocks = Vec::new();
+    for b in trunk {
+        blocks.extend(slots.next().unwrap_or_default());
+        blocks.push(b);
+    }
+    blocks.extend(slots.flatten());
+    Ok(blocks)
+}
+
 impl Model {
-    /// The reconstruction blocks of the main graph, in order. Nodes before the first weight
-    /// layer form no block (they have no weights to learn). Errors when the graph does not
-    /// have exactly one non-initializer input and one output.
+    /// The reconstruction blocks of the main graph, in order: trunk blocks in graph order, each
+    /// head right after the trunk block that outputs the value it reads (or before the one
+    /// that computes it inside). Nodes before the first weight layer form no block (they have
+    /// no weights to learn). Errors when the graph does not have exactly one non-initializer
+    /// input and at least one output, or when a head reads more than one trunk value.
     pub fn blocks(&self) -> Result<Vec<Block>> {
         let g = self.graph()?;
         let (initializers, constants) = constant_names(g);
@@ -62,34 +190,41 @@ impl Model {
             .map(|v| v.name())
             .filter(|n| !initializers.contains(n))
             .collect();
-        let (input, output) = match (inputs.as_slice(), g.output.as_slice()) {
-            ([i], [o]) => (*i, o.name()),
+        let input = match (inputs.as_slice(), g.output.is_empty()) {
+            ([i], false) => *i,
             _ => {
                 return Err(OnnxError::Graph(format!(
-                    "blocks need one graph input and one output; the graph has {} and {}",
+                    "blocks need one graph input and at least one output; the graph has {} and {}",
                     inputs.len(),
                     g.output.len()
                 )))
             }
         };
+        let (output, heads) = split_heads(g)?;
+        let in_head: HashSet<usize> = heads.iter().flat_map(|h| h.nodes.iter().copied()).collect();
 
-        // Last node that reads each value (the graph output is read "after" every node).
+        // Last trunk node that reads each value (the trunk output is read "after" every node).
         let end = g.node.len();
         let mut last_use: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in g.node.iter().enumerate() {
+        for (i, n) in g
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !in_head.contains(i))
+        {
             for v in n.input.iter().filter(|v| !v.is_empty()) {
                 last_use.insert(v.as_str(), i);
             }
         }
         last_use.insert(output, end);
 
-        // Walk the nodes, keeping the set of live non-constant values.
+        // Walk the trunk, keeping the set of live non-constant values.
         let mut live: HashSet<&str> = HashSet::from([input]);
         let mut cut = input.to_string();
         let mut segments: Vec<(String, String, Vec<usize>)> = Vec::new();
         let mut current: Vec<usize> = Vec::new();
         for (i, n) in g.node.iter().enumerate() {
-            if n.op_type() == "Constant" {
+            if n.op_type() == "Constant" || in_head.contains(&i) {
                 continue;
             }
             current.push(i);
@@ -128,10 +263,11 @@ impl Model {
                     output: to,
                     nodes,
                     weights,
+                    head: false,
                 }),
             }
         }
-        Ok(blocks)
+        place_heads(g, blocks, heads, &initializers)
     }
 
     /// The nodes that compute `to` from `from` alone (with initializers and constants): the
@@ -171,6 +307,7 @@ impl Model {
             output: to.to_string(),
             nodes,
             weights,
+            head: false,
         })
     }
 
@@ -316,6 +453,90 @@ mod tests {
         let err = m.span("b1", "s").unwrap_err().to_string();
         assert!(
             err.contains("s is not computed from b1 alone: it also needs x"),
+            "{err}"
+        );
+    }
+
+    /// A detector's shape: a trunk with two score / box head pairs, the nodes of the earlier
+    /// scale's heads listed last (as tf2onnx writes BlazeFace).
+    fn two_scale_detector(extra_head_input: Option<&str>) -> Model {
+        let mut boxes8 = vec!["c1", "wh4"];
+        boxes8.extend(extra_head_input);
+        let nodes = vec![
+            node("Conv", "a", &["x", "wa"], &["a"]),
+            node("Relu", "ra", &["a"], &["a1"]),
+            node("Conv", "b", &["a1", "wb"], &["b"]),
+            node("Relu", "rb", &["b"], &["b1"]),
+            node("Conv", "c", &["b1", "wc"], &["c"]),
+            node("Relu", "rc", &["c"], &["c1"]),
+            node("Conv", "h3", &["c1", "wh3"], &["h3"]),
+            node("Reshape", "s8", &["h3", "shape"], &["scores_8"]),
+            node("Conv", "h4", &boxes8, &["boxes_8"]),
+            node("Conv", "h1", &["b1", "wh1"], &["h1"]),
+            node("Reshape", "s16", &["h1", "shape"], &["scores_16"]),
+            node("Conv", "h2", &["b1", "wh2"], &["boxes_16"]),
+        ];
+        let value = |n: &str| ValueInfoProto {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let mut initializer: Vec<_> = ["wa", "wb", "wc", "wh1", "wh2", "wh3", "wh4"]
+            .iter()
+            .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
+            .collect();
+        initializer.push(float_tensor("shape", &[2], false));
+        let graph = GraphProto {
+            node: nodes,
+            initializer,
+            input: vec![value("x")],
+            output: ["scores_16", "scores_8", "boxes_16", "boxes_8"]
+                .map(value)
+                .to_vec(),
+            ..Default::default()
+        };
+        Model::from_proto(ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn heads_are_blocks_after_the_trunk_value_they_read() {
+        let blocks = two_scale_detector(None).blocks().unwrap();
+        let summary: Vec<(&str, &str, Vec<&str>, bool)> = blocks
+            .iter()
+            .map(|b| {
+                let weights = b.weights.iter().map(String::as_str).collect();
+                (b.input.as_str(), b.output.as_str(), weights, b.head)
+            })
+            .collect();
+        // The trunk ends at scores_8 (computed from the most nodes: its Reshape); the 16x16 heads follow the block that outputs b1, boxes_8 the one of c1.
+        assert_eq!(
+            summary,
+            vec![
+                ("x", "a1", vec!["wa"], false),
+                ("a1", "b1", vec!["wb"], false),
+                ("b1", "scores_16", vec!["wh1"], true),
+                ("b1", "boxes_16", vec!["wh2"], true),
+                ("b1", "c1", vec!["wc"], false),
+                ("c1", "boxes_8", vec!["wh4"], true),
+                ("c1", "scores_8", vec!["wh3"], false),
+            ]
+        );
+        assert_eq!(blocks[2].nodes, vec![9, 10]);
+        let m = two_scale_detector(None);
+        let head = m.extract_block(&blocks[2]).unwrap();
+        assert_eq!(head.graph().unwrap().output[0].name(), "scores_16");
+    }
+
+    #[test]
+    fn a_head_reading_two_trunk_values_is_refused() {
+        let err = two_scale_detector(Some("a1"))
+            .blocks()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the head to output boxes_8 reads 2 trunk values (a1, c1)"),
             "{err}"
         );
     }

@@ -79,6 +79,7 @@ impl WeightLayer {
 
 /// A layer found in the graph, before its role is known.
 struct Found<'a> {
+    index: usize,
     tensor: &'a TensorProto,
     node: String,
     op_type: String,
@@ -103,6 +104,28 @@ fn int_attr(n: &NodeProto, node: &str, name: &str, default: i64) -> Result<i64> 
             .i
             .ok_or_else(|| node_err(node, n.op_type(), format!("attribute {name} is not an int"))),
     }
+}
+
+/// In a graph with several outputs (a detector's heads), the weight nodes that compute an
+/// output through weight-free nodes only: each is a last layer. Empty for one output, whose
+/// last layer is the last in node order.
+fn output_layers(graph: &GraphProto) -> HashSet<usize> {
+    if graph.output.len() < 2 {
+        return HashSet::new();
+    }
+    let mut needed: HashSet<&str> = graph.output.iter().map(|o| o.name()).collect();
+    let mut layers = HashSet::new();
+    for (i, n) in graph.node.iter().enumerate().rev() {
+        if !n.output.iter().any(|o| needed.contains(o.as_str())) {
+            continue;
+        }
+        if is_default_domain(n.domain()) && matches!(n.op_type(), "Conv" | "Gemm" | "MatMul") {
+            layers.insert(i);
+        } else {
+            needed.extend(n.input.iter().map(String::as_str));
+        }
+    }
+    layers
 }
 
 pub(crate) fn weight_layers(graph: &GraphProto) -> Result<Vec<WeightLayer>> {
@@ -175,6 +198,7 @@ pub(crate) fn weight_layers(graph: &GraphProto) -> Result<Vec<WeightLayer>> {
             1
         };
         found.push(Found {
+            index,
             tensor,
             node,
             op_type: op_type.to_string(),
@@ -185,6 +209,7 @@ pub(crate) fn weight_layers(graph: &GraphProto) -> Result<Vec<WeightLayer>> {
     }
 
     let count = found.len();
+    let heads = output_layers(graph);
     let mut layers = Vec::with_capacity(count);
     for (i, f) in found.into_iter().enumerate() {
         // Check the rank on the declared dims before reading any data.
@@ -227,7 +252,11 @@ pub(crate) fn weight_layers(graph: &GraphProto) -> Result<Vec<WeightLayer>> {
             shape,
             out_axis: f.out_axis,
             groups: f.groups,
-            role: LayerRole::of(i, count),
+            role: match LayerRole::of(i, count) {
+                LayerRole::First if heads.contains(&f.index) => LayerRole::Only,
+                LayerRole::Middle if heads.contains(&f.index) => LayerRole::Last,
+                role => role,
+            },
             data,
         });
     }
@@ -271,6 +300,18 @@ mod tests {
         assert_eq!((g.out_axis, g.groups, g.role), (0, 1, LayerRole::Last));
         assert!(c.role.is_first() && !c.role.is_last());
         assert!(g.role.is_last() && !g.role.is_first());
+    }
+
+    #[test]
+    fn every_layer_that_computes_an_output_is_last_when_there_are_several() {
+        let mut proto = conv_relu_gemm(1);
+        let g = graph_mut(&mut proto);
+        // A second output, a head on conv1: conv1 computes it through no other layer.
+        let mut head = g.output[0].clone();
+        head.name = Some("r1".into());
+        g.output.push(head);
+        let roles: Vec<_> = layers_of(&proto).unwrap().iter().map(|l| l.role).collect();
+        assert_eq!(roles, [LayerRole::Only, LayerRole::Last]);
     }
 
     #[test]

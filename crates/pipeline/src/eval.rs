@@ -82,48 +82,109 @@ impl Runner {
         what: &str,
         on_progress: OnProgress,
     ) -> Result<Outputs> {
+        let output = self.output.as_str();
+        let Some(out) = self
+            .named_outputs(data, batch, &[output], what, on_progress)?
+            .pop()
+        else {
+            return Err(PipelineError::invalid(format!(
+                "output {output} was not computed"
+            )));
+        };
+        if out.shape.iter().skip(1).any(|&d| d != 1) {
+            return Err(PipelineError::invalid(format!(
+                "output {output} has shape {:?} per image: expected [classes]",
+                out.shape
+            )));
+        }
+        Ok(Outputs {
+            n: data.n,
+            classes: out.per_image(),
+            values: out.values,
+        })
+    }
+
+    /// The graph outputs `names` for every image of `data`, `batch` images per forward pass,
+    /// reporting progress as stage `what`: one [`Named`] per name.
+    pub fn named_outputs(
+        &self,
+        data: &Dataset,
+        batch: usize,
+        names: &[&str],
+        what: &str,
+        on_progress: OnProgress,
+    ) -> Result<Vec<Named>> {
+        let known = self.engine.plan().output_names();
+        if let Some(missing) = names.iter().find(|n| !known.contains(n)) {
+            return Err(PipelineError::invalid(format!(
+                "the model has no output {missing} (its outputs: {})",
+                known.join(", ")
+            )));
+        }
         report(on_progress, what, 0, data.n, "");
         let mut done = 0;
-        let mut values = Vec::new();
-        let mut classes = 0;
+        let mut named: Vec<Named> = names
+            .iter()
+            .map(|n| Named {
+                name: n.to_string(),
+                shape: Vec::new(),
+                values: Vec::new(),
+            })
+            .collect();
         for b in data.batches(batch) {
             let shape = [b.n, data.channels, data.height, data.width];
             let x = Value::from_f32(b.images.to_vec(), &shape, self.engine.device()).ok_or_else(
                 || PipelineError::invalid(format!("batch of shape {shape:?}: not a tensor")),
             )?;
-            let y = self
-                .engine
-                .run_for(&[(self.input.as_str(), x)], &[self.output.as_str()])?;
-            let Some(y) = y.into_iter().next() else {
-                return Err(PipelineError::invalid(format!(
-                    "output {} was not computed",
-                    self.output
-                )));
-            };
-            let dims = y.dims();
-            let per: usize = dims.iter().skip(1).product();
-            if dims.first() != Some(&b.n) || per == 0 || dims.iter().skip(2).any(|&d| d != 1) {
-                return Err(PipelineError::invalid(format!(
-                    "output {} has shape {dims:?} for a batch of {}: expected [{}, classes]",
-                    self.output, b.n, b.n
-                )));
+            let ys = self.engine.run_for(&[(self.input.as_str(), x)], names)?;
+            if ys.len() != names.len() {
+                return Err(PipelineError::invalid("not every output was computed"));
             }
-            if classes != 0 && classes != per {
-                return Err(PipelineError::invalid(format!(
-                    "output {} changed width between batches",
-                    self.output
-                )));
+            for (out, y) in named.iter_mut().zip(ys) {
+                let dims = y.dims();
+                let per = &dims[1.min(dims.len())..];
+                if dims.first() != Some(&b.n) || per.iter().product::<usize>() == 0 {
+                    return Err(PipelineError::invalid(format!(
+                        "output {} has shape {dims:?} for a batch of {}: expected [{}, ...]",
+                        out.name, b.n, b.n
+                    )));
+                }
+                if done > 0 && out.shape != per {
+                    return Err(PipelineError::invalid(format!(
+                        "output {} changed shape between batches",
+                        out.name
+                    )));
+                }
+                out.shape = per.to_vec();
+                out.values.extend(y.to_vec());
             }
-            classes = per;
-            values.extend(y.to_vec());
             done += b.n;
             report(on_progress, what, done, data.n, "");
         }
-        Ok(Outputs {
-            n: data.n,
-            classes,
-            values,
-        })
+        Ok(named)
+    }
+}
+
+/// One graph output for `n` images: `shape` per image, the images one after another.
+pub struct Named {
+    /// The graph output's name.
+    pub name: String,
+    /// Its shape without the batch axis.
+    pub shape: Vec<usize>,
+    /// `n × shape.product()` values.
+    pub values: Vec<f32>,
+}
+
+impl Named {
+    /// Values per image.
+    pub fn per_image(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Image `i`'s values.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let per = self.per_image();
+        &self.values[i * per..(i + 1) * per]
     }
 }
 

@@ -187,7 +187,7 @@ pub struct Settings {
 }
 
 /// Samples stored one after another: `n` samples of `shape` each.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
     /// `n × shape.product()` values.
     pub data: Vec<f32>,
@@ -393,8 +393,29 @@ pub fn reconstruct_model(
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
-        let inputs = advance(quantized, &quant_cut, &block.input, quant_at)?;
-        let targets = advance(float, &float_cut, &block.output, float_at)?;
+        // A head leaves the carried values where they are: the next block reads the trunk.
+        let (inputs, targets) = if block.head {
+            (
+                advance(quantized, &quant_cut, &block.input, quant_at.clone())?,
+                advance(float, &float_cut, &block.output, float_at.clone())?,
+            )
+        } else {
+            let inputs = advance(
+                quantized,
+                &quant_cut,
+                &block.input,
+                std::mem::take(&mut quant_at),
+            )?;
+            (
+                inputs,
+                advance(
+                    float,
+                    &float_cut,
+                    &block.output,
+                    std::mem::take(&mut float_at),
+                )?,
+            )
+        };
         let mut sub = quantized.extract_block(block)?;
         declare_batch(&mut sub, &block.input, &inputs.shape);
         let block_layers: Vec<&LayerQuantizer> = block
@@ -441,8 +462,10 @@ pub fn reconstruct_model(
         }
         let (loss_after, outputs) =
             hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
-        (quant_cut, quant_at) = (block.output.clone(), outputs);
-        (float_cut, float_at) = (block.output.clone(), targets);
+        if !block.head {
+            (quant_cut, quant_at) = (block.output.clone(), outputs);
+            (float_cut, float_at) = (block.output.clone(), targets);
+        }
         reports.push(BlockReport {
             input: block.input.clone(),
             output: block.output.clone(),
