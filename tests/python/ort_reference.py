@@ -306,6 +306,30 @@ def cases():
         [helper.make_node("Concat", ["x", "c", "x"], ["y"], axis=1)], [2, 3, 4], [init("c", rand(2, 2, 4))])
     c["concat_axis_neg"] = single(
         [helper.make_node("Concat", ["c", "x"], ["y"], axis=-1)], [2, 3], [init("c", rand(2, 5))])
+    # Resize as the converted TF.js models use it (bilinear up and down, half-pixel and
+    # align-corners) and the other sampling / coordinate modes the engine reads.
+    empty = init("roi", np.zeros(0, np.float32))
+
+    def resize(x_shape, scales=None, sizes=None, opset=13, **attrs):
+        inputs = ["x", "roi", "scales"] + (["sizes"] if sizes is not None else [])
+        inits = [empty, init("scales", np.array(scales if scales else [], np.float32))]
+        inits += [init("sizes", np.array(sizes, np.int64))] if sizes is not None else []
+        return single([helper.make_node("Resize", inputs, ["y"], **attrs)], x_shape, inits, opset)
+
+    c["resize_linear_half_pixel_up"] = resize([2, 3, 5, 4], [1, 1, 2, 2], mode="linear")
+    c["resize_linear_half_pixel_down"] = resize([1, 2, 8, 10], [1, 1, 0.5, 0.5], mode="linear")
+    c["resize_linear_align_corners_sizes"] = resize(
+        [1, 2, 5, 7], sizes=[1, 2, 9, 4], mode="linear", coordinate_transformation_mode="align_corners")
+    c["resize_linear_asymmetric_odd"] = resize(
+        [1, 2, 3, 5], [1, 1, 1.7, 2.5], mode="linear", coordinate_transformation_mode="asymmetric")
+    c["resize_linear_pytorch_half_pixel"] = resize(
+        [1, 1, 4, 1], sizes=[1, 1, 7, 1], mode="linear",
+        coordinate_transformation_mode="pytorch_half_pixel")
+    c["resize_nearest_default"] = resize([1, 2, 3, 4], [1, 1, 2, 3])
+    c["resize_nearest_floor_asymmetric"] = resize(
+        [1, 2, 4, 6], [1, 1, 0.5, 1.5], nearest_mode="floor", coordinate_transformation_mode="asymmetric")
+    c["resize_nearest_ceil_align_corners"] = resize(
+        [2, 1, 3, 3], sizes=[2, 1, 5, 4], nearest_mode="ceil", coordinate_transformation_mode="align_corners")
     c["softmax_axis1"] = unary("Softmax", [2, 3, 4], axis=1)
     c["softmax_last"] = unary("Softmax", [2, 3, 4])
     c["softmax_opset11_coerce"] = single([helper.make_node("Softmax", ["x"], ["y"], axis=1)], [2, 3, 4], opset=11)

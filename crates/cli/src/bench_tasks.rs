@@ -36,23 +36,45 @@ struct TaskModel {
     score: &'static [&'static str],
 }
 
-const MODELS: [TaskModel; 1] = [TaskModel {
-    name: "blazeface",
-    model: "assets/blazeface.onnx",
-    // Street scenes: few faces, many scenes.
-    calib: &["assets/data/ai-benchmark/enhancement"],
-    // ImageNet-subject photos, cats (whose faces BlazeFace also finds) and foolbox's photos.
-    score: &[
-        "assets/data/ai-benchmark/classification",
-        "assets/data/ai-benchmark/segmentation",
-        "assets/data/foolbox/imagenet_*.jpg",
-    ],
-}];
+/// Every model calibrates on ai-benchmark's 100 street scenes and is scored on the other 150
+/// photos: its ImageNet-subject photos, its cats (whose faces BlazeFace finds too) and
+/// foolbox's ImageNet photos.
+const CALIBRATION: &[&str] = &["assets/data/ai-benchmark/enhancement"];
+const SCORED: &[&str] = &[
+    "assets/data/ai-benchmark/classification",
+    "assets/data/ai-benchmark/segmentation",
+    "assets/data/foolbox/imagenet_*.jpg",
+];
+
+const MODELS: [TaskModel; 3] = [
+    TaskModel {
+        name: "blazeface",
+        model: "assets/blazeface.onnx",
+        calib: CALIBRATION,
+        score: SCORED,
+    },
+    TaskModel {
+        name: "nanodet",
+        model: "assets/nanodet.onnx",
+        calib: CALIBRATION,
+        score: SCORED,
+    },
+    TaskModel {
+        name: "selfie",
+        model: "assets/selfie.onnx",
+        calib: CALIBRATION,
+        score: SCORED,
+    },
+];
 
 #[derive(clap::Args)]
 pub struct BenchTasksArgs {
-    /// Models, comma separated: blazeface.
-    #[arg(long, value_delimiter = ',', default_value = "blazeface")]
+    /// Models, comma separated: blazeface, nanodet, selfie.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "blazeface,nanodet,selfie"
+    )]
     models: Vec<String>,
     /// Quantizers of the middle layers, each a row with block reconstruction, comma separated.
     #[arg(
@@ -62,13 +84,10 @@ pub struct BenchTasksArgs {
         default_value = "sq,uniform-mse"
     )]
     recon: Vec<Quantizer>,
-    /// Activation bits: each adds a row per quantizer with activations quantized too;
-    /// empty for weight-only rows only.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..=16))]
-    abits: Vec<u32>,
-    /// Weight bits, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "4,3", value_parser = clap::value_parser!(u32).range(2..=8))]
-    bits: Vec<u32>,
+    /// Precisions, comma separated, each a row per quantizer: `wB` (B-bit weights) or `wBaA`
+    /// (and A-bit activations).
+    #[arg(long, value_delimiter = ',', default_value = "w4,w3,w4a8", value_parser = parse_precision)]
+    rows: Vec<Precision>,
     #[command(flatten)]
     recon_settings: ReconArgs,
     /// Use only the first N photos of each scored folder.
@@ -82,6 +101,28 @@ pub struct BenchTasksArgs {
     /// Write every row (and timings) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Weight bits, and activation bits when activations are quantized too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Precision {
+    bits: u32,
+    abits: Option<u32>,
+}
+
+fn parse_precision(text: &str) -> std::result::Result<Precision, String> {
+    let bad = || format!("{text:?} is not wB or wBaA (e.g. w4, w4a8), B in 2..=8 and A in 2..=16");
+    let rest = text.strip_prefix('w').ok_or_else(bad)?;
+    let (b, a) = match rest.split_once('a') {
+        Some((b, a)) => (b, Some(a)),
+        None => (rest, None),
+    };
+    let bits: u32 = b.parse().map_err(|_| bad())?;
+    let abits: Option<u32> = a.map(str::parse).transpose().map_err(|_| bad())?;
+    if !(2..=8).contains(&bits) || abits.is_some_and(|a| !(2..=16).contains(&a)) {
+        return Err(bad());
+    }
+    Ok(Precision { bits, abits })
 }
 
 /// One row of the table.
@@ -112,7 +153,7 @@ pub fn run(args: &BenchTasksArgs) -> Result<()> {
             ),
         }
     }
-    if chosen.is_empty() || args.recon.is_empty() || args.bits.is_empty() {
+    if chosen.is_empty() || args.recon.is_empty() || args.rows.is_empty() {
         bail!("nothing to run: give at least one model, quantizer and bit width");
     }
     let started = Instant::now();
@@ -220,13 +261,8 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
     let calibration = calibration_sets(&paths, &pre, recon_options.calib_size, &mut bar)?;
     let source = model_path.display().to_string();
     let mut rows = Vec::new();
-    for &bits in &args.bits {
-        let mut runs: Vec<(Quantizer, Option<u32>)> =
-            args.recon.iter().map(|&q| (q, None)).collect();
-        for &a in &args.abits {
-            runs.extend(args.recon.iter().map(|&q| (q, Some(a))));
-        }
-        for (q, abits) in runs {
+    for &Precision { bits, abits } in &args.rows {
+        for &q in &args.recon {
             let opts = QuantizeOptions {
                 search: args.common.options(bits, Granularity::Channel)?,
                 quantizer: q,

@@ -177,8 +177,10 @@ fn bench_tasks_scores_apart_from_the_calibration_photos() {
     let table = subsetq_ok(&[
         "bench",
         "tasks",
-        "--bits",
-        "4",
+        "--models",
+        "blazeface",
+        "--rows",
+        "w4,w4a8",
         "--iters",
         "1",
         "--recon-batch",
@@ -202,7 +204,15 @@ fn bench_tasks_scores_apart_from_the_calibration_photos() {
         .iter()
         .map(|r| r["quantizer"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["sq/ch+recon", "uniform-mse/ch+recon"]);
+    assert_eq!(
+        names,
+        [
+            "sq/ch+recon",
+            "uniform-mse/ch+recon",
+            "sq/ch+recon A8",
+            "uniform-mse/ch+recon A8"
+        ]
+    );
     for r in rows {
         let map50 = r["detect"]["map50"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&map50), "{r}");

@@ -499,6 +499,8 @@ mod tests {
 
         let e = with_task(&BLAZEFACE_TASK.replace("[2, 6]", "[2]")).unwrap_err();
         assert!(e.contains("one entry per scale (got 2, 2, 2, 1)"), "{e}");
+        let e = with_task(&BLAZEFACE_TASK.replace("[16, 8]", "[16, 0]")).unwrap_err();
+        assert!(e.contains("grids must be 1..=4096, got [16, 0]"), "{e}");
         let e = with_task(&BLAZEFACE_TASK.replace("0.3", "1.5")).unwrap_err();
         assert!(e.contains("iou_threshold 1.5 is not in [0, 1]"), "{e}");
         let e = with_task(&BLAZEFACE_TASK.replace("blazeface", "yolo")).unwrap_err();

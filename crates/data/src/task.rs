@@ -44,6 +44,73 @@ pub enum Decoder {
         /// Anchors per grid cell per scale.
         anchors_per_cell: Vec<usize>,
     },
+    /// NanoDet (generalized focal loss head): per scale, class scores after a sigmoid
+    /// (`scores[k]`, `[N, cells, classes]`) and, per side (left, top, right, bottom), logits
+    /// over `bins` distances 0, 1, … in strides (`boxes[k]`, `[N, cells, 4 · bins]`); cells of
+    /// a grid of `input / strides[k]`, row-major, centred at `(x + 0.5) · stride`.
+    Nanodet {
+        /// Class-score outputs, one per scale.
+        scores: Vec<String>,
+        /// Box-distribution outputs, one per scale.
+        boxes: Vec<String>,
+        /// Input pixels per cell, per scale.
+        strides: Vec<usize>,
+        /// Distance bins per box side.
+        bins: usize,
+    },
+}
+
+impl Decoder {
+    fn check(&self) -> Result<(), String> {
+        let per_scale = |name: &str, lens: [usize; 4]| {
+            if lens[0] == 0 || lens.iter().any(|&n| n != lens[0]) {
+                Err(format!(
+                    "{name} decoder: every per-scale list needs one entry per scale (got {})",
+                    lens.map(|n| n.to_string()).join(", ")
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |name: &str, what: &str, v: &[usize]| {
+            if v.iter().any(|&n| n == 0 || n > 4096) {
+                Err(format!(
+                    "{name} decoder: {what} must be 1..=4096, got {v:?}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Decoder::Blazeface {
+                scores,
+                boxes,
+                grids,
+                anchors_per_cell,
+            } => {
+                let lens = [
+                    scores.len(),
+                    boxes.len(),
+                    grids.len(),
+                    anchors_per_cell.len(),
+                ];
+                per_scale("blazeface", lens)?;
+                positive("blazeface", "grids", grids)?;
+                positive("blazeface", "anchors_per_cell", anchors_per_cell)
+            }
+            Decoder::Nanodet {
+                scores,
+                boxes,
+                strides,
+                bins,
+            } => {
+                let lens = [scores.len(), boxes.len(), strides.len(), scores.len()];
+                per_scale("nanodet", lens)?;
+                positive("nanodet", "strides", strides)?;
+                positive("nanodet", "bins", &[*bins])
+            }
+        }
+    }
 }
 
 impl Task {
@@ -51,7 +118,8 @@ impl Task {
     pub fn outputs(&self) -> Vec<&str> {
         match self {
             Task::Detect {
-                decoder: Decoder::Blazeface { scores, boxes, .. },
+                decoder:
+                    Decoder::Blazeface { scores, boxes, .. } | Decoder::Nanodet { scores, boxes, .. },
                 ..
             } => scores.iter().chain(boxes).map(String::as_str).collect(),
             Task::Segment { output, .. } => vec![output.as_str()],
@@ -75,34 +143,7 @@ impl Task {
             } => {
                 unit("score_threshold", *score_threshold)?;
                 unit("iou_threshold", *iou_threshold)?;
-                let Decoder::Blazeface {
-                    scores,
-                    boxes,
-                    grids,
-                    anchors_per_cell,
-                } = decoder;
-                let k = scores.len();
-                if k == 0 || boxes.len() != k || grids.len() != k || anchors_per_cell.len() != k {
-                    return Err(format!(
-                        "blazeface decoder: scores, boxes, grids and anchors_per_cell need one \
-                         entry per scale (got {}, {}, {}, {})",
-                        k,
-                        boxes.len(),
-                        grids.len(),
-                        anchors_per_cell.len()
-                    ));
-                }
-                if grids
-                    .iter()
-                    .chain(anchors_per_cell)
-                    .any(|&n| n == 0 || n > 4096)
-                {
-                    return Err(
-                        "blazeface decoder: grid sizes and anchors per cell must be 1..=4096"
-                            .into(),
-                    );
-                }
-                Ok(())
+                decoder.check()
             }
             Task::Segment { threshold, .. } => unit("threshold", *threshold),
         }

@@ -91,22 +91,31 @@ fn split_heads(g: &GraphProto) -> Result<(&str, Vec<Head>)> {
         .max_by_key(|&k| (from[k].len(), std::cmp::Reverse(k)))
         .unwrap_or(0);
     let trunk: HashSet<usize> = from[trunk_at].iter().copied().collect();
-    let (_, constants) = constant_names(g);
-    let mut heads: Vec<Head> = Vec::new();
-    let mut taken: HashSet<usize> = HashSet::new();
+    let (initializers, constants) = constant_names(g);
+    // Outputs whose non-trunk nodes overlap (a shared conv split into scores and boxes) form
+    // one head.
+    let mut groups: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
     for (k, &output) in outputs.iter().enumerate().filter(|&(k, _)| k != trunk_at) {
-        let nodes: Vec<usize> = from[k]
+        let mut nodes: Vec<usize> = from[k]
             .iter()
             .copied()
             .filter(|i| !trunk.contains(i))
             .collect();
-        if let Some(i) = nodes.iter().find(|i| !taken.insert(**i)) {
-            return Err(OnnxError::Graph(format!(
-                "node {} leads to two outputs besides the trunk's {}; heads must not share nodes",
-                g.node[*i].name(),
-                outputs[trunk_at]
-            )));
+        let mut names = vec![output];
+        while let Some(j) = groups
+            .iter()
+            .position(|(_, other)| other.iter().any(|i| nodes.contains(i)))
+        {
+            let (more_names, more_nodes) = groups.remove(j);
+            names.splice(0..0, more_names);
+            nodes.extend(more_nodes);
         }
+        nodes.sort_unstable();
+        nodes.dedup();
+        groups.push((names, nodes));
+    }
+    let mut heads: Vec<Head> = Vec::new();
+    for (names, nodes) in groups {
         let made: HashSet<&str> = nodes
             .iter()
             .flat_map(|&i| g.node[i].output.iter().map(String::as_str))
@@ -118,23 +127,71 @@ fn split_heads(g: &GraphProto) -> Result<(&str, Vec<Head>)> {
             .collect();
         reads.sort_unstable();
         reads.dedup();
-        match reads.as_slice() {
-            [] if nodes.is_empty() => {} // the output is a trunk value itself
-            [input] => heads.push(Head {
-                input: input.to_string(),
-                output: output.to_string(),
-                nodes,
-            }),
-            _ => {
-                return Err(OnnxError::Graph(format!(
-                "the head to output {output} reads {} trunk values ({}); a head block needs one",
+        let outputs = names.join(", ");
+        let input = match reads.as_slice() {
+            [] if nodes.is_empty() => continue, // the output is a trunk value itself
+            [input] => input.to_string(),
+            _ => return Err(OnnxError::Graph(format!(
+                "the head to output {outputs} reads {} trunk values ({}); a head block needs one",
                 reads.len(),
                 reads.join(", ")
-            )))
-            }
-        }
+            ))),
+        };
+        let (output, nodes) = match names.as_slice() {
+            [one] => (one.to_string(), nodes),
+            _ => head_cut(g, &nodes, &names, &initializers).ok_or_else(|| {
+                OnnxError::Graph(format!(
+                    "the head to outputs {outputs} has no single value after its last \
+                     weight layer that computes them all"
+                ))
+            })?,
+        };
+        heads.push(Head {
+            input,
+            output,
+            nodes,
+        });
     }
     Ok((outputs[trunk_at], heads))
+}
+
+/// The head of several outputs as a block of one output: the first value, after its last
+/// weight layer, from which every output follows (e.g. the conv before a Split into scores
+/// and boxes), and the nodes up to it.
+fn head_cut(
+    g: &GraphProto,
+    nodes: &[usize],
+    outputs: &[&str],
+    initializers: &HashSet<&str>,
+) -> Option<(String, Vec<usize>)> {
+    let last_weight = nodes
+        .iter()
+        .rposition(|&i| !layer_weights(g, &[i], initializers).is_empty())?;
+    let mut last_use: HashMap<&str, usize> = HashMap::new();
+    for (at, &i) in nodes.iter().enumerate() {
+        for v in &g.node[i].input {
+            last_use.insert(v.as_str(), at);
+        }
+    }
+    for o in outputs {
+        last_use.insert(o, nodes.len());
+    }
+    let mut live: HashSet<&str> = HashSet::new();
+    for (at, &i) in nodes.iter().enumerate() {
+        live.extend(
+            g.node[i]
+                .output
+                .iter()
+                .map(String::as_str)
+                .filter(|o| last_use.get(o).is_some_and(|&u| u > at)),
+        );
+        live.retain(|v| last_use.get(v).is_some_and(|&u| u > at));
+        if at >= last_weight && live.len() == 1 {
+            let value = live.iter().next()?.to_string();
+            return Some((value, nodes[..=at].to_vec()));
+        }
+    }
+    None
 }
 
 /// The trunk blocks with each head that has weights inserted where its input is at hand:

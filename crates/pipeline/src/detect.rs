@@ -57,9 +57,14 @@ pub fn nms(mut boxes: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
     kept
 }
 
+/// Boxes kept per image before non-maximum suppression (the best-scoring ones).
+const MAX_CANDIDATES: usize = 1000;
+/// Boxes kept per image after it, as COCO's evaluation does.
+const MAX_DETECTIONS: usize = 100;
+
 /// The detections of every image from the task's outputs (`outputs` in [`Task::outputs`]
 /// order) of a model fed `[height, width]` inputs: boxes scoring at least `min_score`, after
-/// non-maximum suppression.
+/// non-maximum suppression, at most 100 per image.
 pub fn decode(
     task: &Task,
     outputs: &[Named],
@@ -74,46 +79,74 @@ pub fn decode(
     else {
         return Err(PipelineError::invalid("the model's task is not detection"));
     };
-    let Decoder::Blazeface {
-        scores,
-        grids,
-        anchors_per_cell,
-        ..
-    } = decoder;
-    let scales = scores.len();
-    let (score_out, box_out) = outputs.split_at(scales.min(outputs.len()));
-    if box_out.len() != scales {
+    let scales = outputs.len() / 2;
+    if outputs.is_empty() || outputs.len() % 2 != 0 {
         return Err(PipelineError::invalid(format!(
-            "blazeface decoder: {} outputs for {scales} scales",
+            "a detection head needs score and box outputs per scale, got {} outputs",
             outputs.len()
         )));
     }
+    let (score_out, box_out) = outputs.split_at(scales);
+    let images = score_out[0].values.len() / score_out[0].per_image();
+    let mut per_image: Vec<Vec<Detection>> = vec![Vec::new(); images];
     for k in 0..scales {
-        let anchors = grids[k] * grids[k] * anchors_per_cell[k];
         let (s, b) = (&score_out[k], &box_out[k]);
-        if s.per_image() != anchors || b.per_image() < anchors * 4 || b.per_image() % anchors != 0 {
-            return Err(PipelineError::invalid(format!(
-                "blazeface decoder: a {0}x{0} grid of {1} anchors per cell has {anchors} \
-                 anchors, but {2} has shape {3:?} and {4} has {5:?}",
-                grids[k], anchors_per_cell[k], s.name, s.shape, b.name, b.shape
-            )));
+        let found = match decoder {
+            Decoder::Blazeface {
+                grids,
+                anchors_per_cell,
+                ..
+            } => blazeface_scale(s, b, grids[k], anchors_per_cell[k], input, min_score)?,
+            Decoder::Nanodet { strides, bins, .. } => {
+                nanodet_scale(s, b, strides[k], *bins, input, min_score)?
+            }
+        };
+        for (all, more) in per_image.iter_mut().zip(found) {
+            all.extend(more);
         }
     }
-    let images = score_out
-        .first()
-        .map_or(0, |s| s.values.len() / s.per_image());
-    // Offsets and sizes are in input pixels.
+    Ok(per_image
+        .into_iter()
+        .map(|mut found| {
+            found.sort_by(|a, b| b.score.total_cmp(&a.score));
+            found.truncate(MAX_CANDIDATES);
+            let mut kept = nms(found, *iou_threshold);
+            kept.truncate(MAX_DETECTIONS);
+            kept
+        })
+        .collect())
+}
+
+/// One BlazeFace scale: a score logit and 16 values (centre offset, size in input pixels,
+/// key points) per anchor, anchors at the centres of a `grid²` grid, `per_cell` per cell.
+fn blazeface_scale(
+    scores: &Named,
+    boxes: &Named,
+    grid: usize,
+    per_cell: usize,
+    input: [usize; 2],
+    min_score: f32,
+) -> Result<Vec<Vec<Detection>>> {
+    let anchors = grid * grid * per_cell;
+    if scores.per_image() != anchors
+        || boxes.per_image() < anchors * 4
+        || boxes.per_image() % anchors != 0
+    {
+        return Err(PipelineError::invalid(format!(
+            "blazeface decoder: a {grid}x{grid} grid of {per_cell} anchors per cell has \
+             {anchors} anchors, but {} has shape {:?} and {} has {:?}",
+            scores.name, scores.shape, boxes.name, boxes.shape
+        )));
+    }
     let (height, width) = (input[0] as f32, input[1] as f32);
-    let mut all = Vec::with_capacity(images);
-    for i in 0..images {
-        let mut found = Vec::new();
-        for k in 0..scales {
-            let (grid, per_cell) = (grids[k], anchors_per_cell[k]);
-            let logits = score_out[k].image(i);
-            let values = box_out[k].image(i);
-            let stride = values.len() / logits.len();
-            for (a, &logit) in logits.iter().enumerate() {
-                let score = 1.0 / (1.0 + (-logit).exp());
+    let stride = boxes.per_image() / anchors;
+    let images = scores.values.len() / anchors;
+    Ok((0..images)
+        .map(|i| {
+            let values = boxes.image(i);
+            let mut found = Vec::new();
+            for (a, &logit) in scores.image(i).iter().enumerate() {
+                let score = sigmoid(logit);
                 if score.is_nan() || score < min_score {
                     continue;
                 }
@@ -129,10 +162,86 @@ pub fn decode(
                     corners: [x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0],
                 });
             }
-        }
-        all.push(nms(found, *iou_threshold));
+            found
+        })
+        .collect())
+}
+
+/// One NanoDet scale: per cell of the `input / stride` grid, class scores, and per box side
+/// a softmax over `bins` distances whose expectation, in strides, is the side's distance from
+/// the cell centre.
+fn nanodet_scale(
+    scores: &Named,
+    boxes: &Named,
+    stride: usize,
+    bins: usize,
+    input: [usize; 2],
+    min_score: f32,
+) -> Result<Vec<Vec<Detection>>> {
+    let (rows, cols) = (input[0].div_ceil(stride), input[1].div_ceil(stride));
+    let cells = rows * cols;
+    let ok =
+        scores.shape.len() == 2 && scores.shape[0] == cells && boxes.shape == [cells, 4 * bins];
+    if !ok {
+        return Err(PipelineError::invalid(format!(
+            "nanodet decoder: stride {stride} on a {}x{} input has {cells} cells of 4 x {bins} \
+             bins, but {} has shape {:?} and {} has {:?}",
+            input[0], input[1], scores.name, scores.shape, boxes.name, boxes.shape
+        )));
     }
-    Ok(all)
+    let classes = scores.shape[1];
+    let (height, width) = (input[0] as f32, input[1] as f32);
+    let images = scores.values.len() / scores.per_image();
+    Ok((0..images)
+        .map(|i| {
+            let (s, b) = (scores.image(i), boxes.image(i));
+            let mut found = Vec::new();
+            for cell in 0..cells {
+                let row = &s[cell * classes..(cell + 1) * classes];
+                let mut sides: Option<[f32; 4]> = None;
+                for (class, &score) in row.iter().enumerate() {
+                    if score.is_nan() || score < min_score {
+                        continue;
+                    }
+                    let d = *sides.get_or_insert_with(|| {
+                        let logits = &b[cell * 4 * bins..(cell + 1) * 4 * bins];
+                        std::array::from_fn(|side| {
+                            expected_bin(&logits[side * bins..(side + 1) * bins]) * stride as f32
+                        })
+                    });
+                    let cx = ((cell % cols) as f32 + 0.5) * stride as f32;
+                    let cy = ((cell / cols) as f32 + 0.5) * stride as f32;
+                    found.push(Detection {
+                        class,
+                        score,
+                        corners: [
+                            (cx - d[0]) / width,
+                            (cy - d[1]) / height,
+                            (cx + d[2]) / width,
+                            (cy + d[3]) / height,
+                        ],
+                    });
+                }
+            }
+            found
+        })
+        .collect())
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `Σ b · softmax(logits)_b`: the expected bin of a distance distribution.
+fn expected_bin(logits: &[f32]) -> f32 {
+    let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
+    for (b, &l) in logits.iter().enumerate() {
+        let e = (l - top).exp();
+        sum += e;
+        weighted += e * b as f32;
+    }
+    weighted / sum
 }
 
 /// How well a model's detections reproduce a reference model's, over the same images.
@@ -346,6 +455,48 @@ mod tests {
             class: 0,
             score,
             corners,
+        }
+    }
+
+    #[test]
+    fn nanodet_cells_decode_to_boxes_around_their_centres() {
+        // A 16x8 input at stride 8: 2 x 1 cells, 2 classes, 3 bins. Cell 1 scores class 1;
+        // its left side puts all weight on bin 2 (16 px), the others on bin 0 / 1 evenly.
+        let scores = Named {
+            name: "cls".into(),
+            shape: vec![2, 2],
+            values: vec![0.01, 0.02, 0.1, 0.9],
+        };
+        let big = 50.0;
+        let mut logits = vec![0.0f32; 2 * 12];
+        logits[12 + 2] = big; // cell 1, left: bin 2
+        logits[12 + 3] = big; // top: bin 0
+        logits[12 + 6] = big; // right: bins 0 and 1 equally
+        logits[12 + 7] = big;
+        logits[12 + 10] = big; // bottom: bin 1
+        let boxes = Named {
+            name: "box".into(),
+            shape: vec![2, 12],
+            values: logits,
+        };
+        let task = Task::Detect {
+            decoder: Decoder::Nanodet {
+                scores: vec!["cls".into()],
+                boxes: vec!["box".into()],
+                strides: vec![8],
+                bins: 3,
+            },
+            score_threshold: 0.5,
+            iou_threshold: 0.5,
+        };
+        let found = decode(&task, &[scores, boxes], [8, 16], 0.05).unwrap();
+        assert_eq!(found.len(), 1);
+        let classes: Vec<(usize, f32)> = found[0].iter().map(|d| (d.class, d.score)).collect();
+        assert_eq!(classes, [(1, 0.9), (0, 0.1)]);
+        // Centre (12, 4); left 16, top 0, right 4, bottom 8 pixels; 16 wide, 8 high.
+        let want = [(12.0 - 16.0) / 16.0, 0.5, (12.0 + 4.0) / 16.0, 1.5];
+        for (got, want) in found[0][0].corners.iter().zip(want) {
+            assert!((got - want).abs() < 1e-5, "{:?}", found[0][0].corners);
         }
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod gemm;
 mod norm;
 mod pool;
 mod reduce;
+mod resize;
 mod shape;
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ pub(crate) enum Op {
     Transpose(shape::Transpose),
     Pad(shape::Pad),
     Concat(shape::Concat),
+    Resize(resize::Resize),
 }
 
 /// What a builder sees of the graph so far.
@@ -148,6 +150,8 @@ const REGISTRY: &[(&str, BuildFn)] = &[
     ("Transpose", shape::build_transpose),
     ("Pad", shape::build_pad),
     ("Concat", shape::build_concat),
+    ("Resize", resize::build_resize),
+    ("Upsample", resize::build_resize),
 ];
 
 /// The operator types the engine runs (plus `Constant`, which the plan folds).
@@ -405,6 +409,7 @@ impl Op {
             Op::Transpose(t) => t.infer(ins)?,
             Op::Pad(p) => p.infer(ins)?,
             Op::Concat(c) => c.infer(ins)?,
+            Op::Resize(r) => r.infer(ins)?,
         };
         if out.is_empty() || out.len() > MAX_RANK {
             return Err(format!(
@@ -448,6 +453,7 @@ impl Op {
             Op::Transpose(t) => t.run(ins),
             Op::Pad(p) => p.run(ins),
             Op::Concat(c) => c.run(ins),
+            Op::Resize(r) => r.run(ins, out),
         }
     }
 }
