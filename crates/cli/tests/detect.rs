@@ -1,5 +1,6 @@
-//! The BlazeFace face detector through the pipeline: our engine against onnxruntime on all
-//! four head outputs (FP32 and quantized), `eval --task detect` and `bench tasks`.
+//! The detection and segmentation models through the pipeline: our engine against
+//! onnxruntime on every task output (FP32 and quantized) of BlazeFace, NanoDet and the selfie
+//! segmenter, `eval --task detect|segment` and `bench tasks`.
 
 mod common;
 
@@ -19,6 +20,10 @@ const PHOTOS_RUN: usize = 12;
 /// Largest |ours − onnxruntime| over the head outputs, relative to their largest |value|
 /// (score logits and box offsets in pixels reach the hundreds).
 const RELATIVE_TOL: f32 = 1e-5;
+/// The same for the selfie mask (values 0..1), whose last sigmoid is steepest at mask edges:
+/// float32 summation order over ~50 layers moves a few edge pixels by up to ~1e-4 (the numpy
+/// check in tests/python/test_tfjs_models.py sees the same).
+const MASK_TOL: f32 = 5e-4;
 
 fn read_f32(path: &Path) -> Vec<f32> {
     std::fs::read(path)
@@ -28,12 +33,19 @@ fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// Every output of `model` on the first photos, through our engine and onnxruntime: the
-/// largest difference relative to the largest value, over all outputs.
-fn relative_diff_to_onnxruntime(model: &Path, photos: &Path, dir: &Path, py: &Path) -> f32 {
-    let blazeface = require("blazeface.onnx").unwrap();
-    let pre = Preprocess::from_sidecar(&Preprocess::sidecar_path(&blazeface)).unwrap();
-    let data = load(photos, &pre, Some(PHOTOS_RUN)).unwrap();
+/// Every output of `model` (preprocessed as `asset`'s sidecar says) on the first `n` photos,
+/// through our engine and onnxruntime: the largest difference relative to the largest value,
+/// over all outputs.
+fn relative_diff_to_onnxruntime(
+    asset: &Path,
+    model: &Path,
+    photos: &Path,
+    n: usize,
+    dir: &Path,
+    py: &Path,
+) -> f32 {
+    let pre = Preprocess::from_sidecar(&Preprocess::sidecar_path(asset)).unwrap();
+    let data = load(photos, &pre, Some(n)).unwrap();
     let names = pre.task.as_ref().unwrap().outputs();
     let onnx = subsetq_onnx::load(model).unwrap();
     let ours = Runner::new(&onnx, &pre)
@@ -67,20 +79,18 @@ fn relative_diff_to_onnxruntime(model: &Path, photos: &Path, dir: &Path, py: &Pa
             scale = scale.max(b.abs());
         }
     }
-    assert_eq!(listing.lines().count(), 4, "{listing}");
+    assert_eq!(listing.lines().count(), names.len(), "{listing}");
     diff / scale.max(1.0)
 }
 
-#[test]
-fn blazeface_heads_match_onnxruntime_fp32_and_quantized() {
-    let (Some(model), Some(photos), Some(py)) =
-        (require("blazeface.onnx"), require(PHOTOS), python())
-    else {
+/// The FP32 model and its W4 quantization, against onnxruntime on `n` photos.
+fn task_model_matches_onnxruntime(asset: &str, n: usize, tol: f32) {
+    let (Some(model), Some(photos), Some(py)) = (require(asset), require(PHOTOS), python()) else {
         return;
     };
-    let dir = temp_dir("blazeface-ort");
-    let fp32 = relative_diff_to_onnxruntime(&model, &photos, &dir, &py);
-    assert!(fp32 <= RELATIVE_TOL, "FP32: relative diff {fp32:e}");
+    let dir = temp_dir(&format!("ort-{asset}"));
+    let fp32 = relative_diff_to_onnxruntime(&model, &model, &photos, n, &dir, &py);
+    assert!(fp32 <= tol, "FP32: relative diff {fp32:e}");
     let q = dir.join("q.onnx");
     subsetq_ok(&[
         "quantize",
@@ -90,9 +100,66 @@ fn blazeface_heads_match_onnxruntime_fp32_and_quantized() {
         "--bits",
         "4",
     ]);
-    let quantized = relative_diff_to_onnxruntime(&q, &photos, &dir, &py);
-    assert!(quantized <= RELATIVE_TOL, "W4: relative diff {quantized:e}");
-    eprintln!("blazeface relative |ours − onnxruntime|: FP32 {fp32:.2e}, W4 {quantized:.2e}");
+    let quantized = relative_diff_to_onnxruntime(&model, &q, &photos, n, &dir, &py);
+    assert!(quantized <= tol, "W4: relative diff {quantized:e}");
+    eprintln!("{asset} relative |ours − onnxruntime|: FP32 {fp32:.2e}, W4 {quantized:.2e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn blazeface_heads_match_onnxruntime_fp32_and_quantized() {
+    task_model_matches_onnxruntime("blazeface.onnx", PHOTOS_RUN, RELATIVE_TOL);
+}
+
+#[test]
+fn nanodet_heads_match_onnxruntime_fp32_and_quantized() {
+    task_model_matches_onnxruntime("nanodet.onnx", 4, RELATIVE_TOL);
+}
+
+#[test]
+fn selfie_mask_matches_onnxruntime_fp32_and_quantized() {
+    task_model_matches_onnxruntime("selfie.onnx", 6, MASK_TOL);
+}
+
+#[test]
+fn eval_task_segment_scores_masks_against_the_reference() {
+    let (Some(model), Some(photos)) = (require("selfie.onnx"), require(PHOTOS)) else {
+        return;
+    };
+    let dir = temp_dir("eval-segment");
+    let (m, p) = (model.to_str().unwrap(), photos.to_str().unwrap());
+    let json = dir.join("self.json");
+    let j = json.to_str().unwrap();
+    let sidecar = Preprocess::sidecar_path(&model);
+    let segment = |candidate: &str| {
+        subsetq_ok(&[
+            "eval",
+            candidate,
+            "--preprocess",
+            sidecar.to_str().unwrap(),
+            "--data",
+            p,
+            "--limit",
+            "8",
+            "--task",
+            "segment",
+            "--compare",
+            m,
+            "--json",
+            j,
+        ]);
+        let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        doc
+    };
+    let doc = segment(m);
+    assert_eq!(doc["n"].as_u64(), Some(8));
+    assert_eq!(doc["mask_iou"].as_f64(), Some(1.0), "{doc}");
+    let q = dir.join("q2.onnx");
+    subsetq_ok(&["quantize", m, "-o", q.to_str().unwrap(), "--bits", "2"]);
+    let doc = segment(q.to_str().unwrap());
+    let iou = doc["mask_iou"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&iou), "{doc}");
+    assert!(doc["scored"].as_u64().unwrap() > 0, "{doc}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -387,7 +387,7 @@ fn unsupported_operator_is_reported_before_any_work() {
     let g = m.proto.graph.as_mut().expect("graph");
     g.node
         .insert(2, node("GridSample", "grid", &["n1"], "n1b", vec![]));
-    g.node.push(node("Resize", "", &["probs"], "z", vec![]));
+    g.node.push(node("RoiAlign", "", &["probs"], "z", vec![]));
     let err = Plan::from_model(&m).expect_err("must fail");
     let msg = err.to_string();
     assert!(matches!(err, EngineError::Unsupported { .. }));
@@ -414,6 +414,32 @@ fn unsupported_operator_is_reported_before_any_work() {
         msg.contains("node conv1: unsupported operator com.microsoft::Conv"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_resize_the_engine_cannot_compute_is_refused_naming_its_node() {
+    let mut m = small_net();
+    let g = m.proto.graph.as_mut().expect("graph");
+    let mut up = node("Resize", "up", &["c2", "", "scales"], "c2up", vec![]);
+    up.attribute.push(AttributeProto {
+        name: Some("mode".into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(b"cubic".to_vec()),
+        ..Default::default()
+    });
+    g.node.insert(3, up);
+    g.node[4].input[0] = "c2up".into();
+    g.initializer
+        .push(tensor("scales", &[4], vec![1.0, 1.0, 2.0, 2.0]));
+    let msg = Plan::from_model(&m).expect_err("must fail").to_string();
+    assert!(
+        msg.contains("node up (Resize): mode \"cubic\" is not supported (linear, nearest)"),
+        "{msg}"
+    );
+    // With a mode it computes, the same graph plans.
+    let g = m.proto.graph.as_mut().expect("graph");
+    g.node[3].attribute[0].s = Some(b"linear".to_vec());
+    Plan::from_model(&m).expect("a linear resize plans");
 }
 
 #[test]

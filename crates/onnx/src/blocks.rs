@@ -131,11 +131,13 @@ fn split_heads(g: &GraphProto) -> Result<(&str, Vec<Head>)> {
         let input = match reads.as_slice() {
             [] if nodes.is_empty() => continue, // the output is a trunk value itself
             [input] => input.to_string(),
-            _ => return Err(OnnxError::Graph(format!(
+            _ => {
+                return Err(OnnxError::Graph(format!(
                 "the head to output {outputs} reads {} trunk values ({}); a head block needs one",
                 reads.len(),
                 reads.join(", ")
-            ))),
+            )))
+            }
         };
         let (output, nodes) = match names.as_slice() {
             [one] => (one.to_string(), nodes),
@@ -584,6 +586,29 @@ mod tests {
         let m = two_scale_detector(None);
         let head = m.extract_block(&blocks[2]).unwrap();
         assert_eq!(head.graph().unwrap().output[0].name(), "scores_16");
+    }
+
+    #[test]
+    fn outputs_split_from_one_conv_are_one_head_ending_at_the_conv() {
+        let mut m = two_scale_detector(None);
+        let g = m.proto.graph.as_mut().unwrap();
+        // h2 (boxes_16) now reads h1's output instead: scores_16 and boxes_16 share h1.
+        let split = node("Split", "split", &["h1"], &["s16a"]);
+        g.node[10].input[0] = "s16a".into();
+        g.node.insert(10, split);
+        g.node[12].op_type = Some("Relu".into());
+        g.node[12].input = vec!["h1".into()];
+        let blocks = m.blocks().unwrap();
+        let head: Vec<_> = blocks
+            .iter()
+            .filter(|b| b.input == "b1" && b.head)
+            .collect();
+        assert_eq!(head.len(), 1, "{blocks:?}");
+        assert_eq!(
+            (head[0].output.as_str(), &head[0].weights),
+            ("h1", &vec!["wh1".to_string()])
+        );
+        assert_eq!(head[0].nodes, vec![9]);
     }
 
     #[test]
