@@ -98,7 +98,7 @@ pub(crate) fn build_resize(ctx: &mut NodeCtx) -> Result<Op> {
         (2, Some(3))
     };
     let scales = match ctx.const_input(scales_at, "scales")? {
-        Some(c) if !c.shape.iter().any(|&d| d == 0) => Some(
+        Some(c) if !c.shape.contains(&0) => Some(
             c.as_f32()
                 .ok_or_else(|| ctx.err("scales must be a float tensor"))?
                 .to_vec(),
@@ -122,7 +122,7 @@ pub(crate) fn build_resize(ctx: &mut NodeCtx) -> Result<Op> {
             Target::Scales([s[2], s[3]])
         }
         (None, Some(s)) => {
-            if s.len() != 4 || s[2..].iter().any(|&v| v < 1 || v > 1 << 20) {
+            if s.len() != 4 || s[2..].iter().any(|v| !(1..=1 << 20).contains(v)) {
                 return Err(ctx.err(format!(
                     "sizes {s:?}: expected four sizes, spatial 1..=2^20"
                 )));
