@@ -80,7 +80,7 @@ pub fn decode(
         return Err(PipelineError::invalid("the model's task is not detection"));
     };
     let scales = outputs.len() / 2;
-    if outputs.is_empty() || outputs.len() % 2 != 0 {
+    if outputs.is_empty() || !outputs.len().is_multiple_of(2) {
         return Err(PipelineError::invalid(format!(
             "a detection head needs score and box outputs per scale, got {} outputs",
             outputs.len()
@@ -130,7 +130,7 @@ fn blazeface_scale(
     let anchors = grid * grid * per_cell;
     if scores.per_image() != anchors
         || boxes.per_image() < anchors * 4
-        || boxes.per_image() % anchors != 0
+        || !boxes.per_image().is_multiple_of(anchors)
     {
         return Err(PipelineError::invalid(format!(
             "blazeface decoder: a {grid}x{grid} grid of {per_cell} anchors per cell has \
