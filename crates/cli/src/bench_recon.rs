@@ -114,10 +114,22 @@ impl From<Timings> for Parts {
     }
 }
 
+/// One reconstructed block of subsetq's run: where its time went.
+#[derive(Serialize)]
+struct BlockTime {
+    output: String,
+    layers: usize,
+    /// Wall time, its inputs and targets included.
+    seconds: f64,
+    /// The steps' time per part.
+    parts: Parts,
+}
+
 #[derive(Serialize)]
 struct Row {
     model: &'static str,
     blocks: usize,
+    per_block: Vec<BlockTime>,
     subsetq: Side,
     torch: Option<Side>,
     /// PyTorch seconds ÷ subsetq seconds (above 1: subsetq is faster).
@@ -259,9 +271,20 @@ fn bench_model(
             .into(),
         top1: Scores::of(&outputs, &labels).top1,
     };
+    let per_block = quantized
+        .blocks
+        .iter()
+        .map(|b| BlockTime {
+            output: b.output.clone(),
+            layers: b.layers.len(),
+            seconds: b.seconds,
+            parts: b.timings.into(),
+        })
+        .collect();
     let mut row = Row {
         model: m.name,
         blocks: quantized.blocks.len(),
+        per_block,
         subsetq,
         torch: None,
         speedup: None,
@@ -441,6 +464,34 @@ fn print_rows(rows: &[Row], torch: Option<&str>) {
                 print!(" {:>9}", format!("{:.2}", theirs / ours));
             }
             println!(" {:>9.2}", t.parts.total() / r.subsetq.parts.total());
+        }
+    }
+    for r in rows {
+        println!("\n{} per block (subsetq), seconds:", r.model);
+        print!(
+            "{:<4} {:<32} {:>6} {:>8}",
+            "", "block output", "layers", "wall"
+        );
+        for name in Parts::NAMES {
+            print!(" {name:>9}");
+        }
+        println!();
+        for (i, b) in r.per_block.iter().enumerate() {
+            // Long ONNX names: their tail tells the blocks apart.
+            let tail: String = b
+                .output
+                .chars()
+                .rev()
+                .take(32)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            print!("{i:<4} {tail:<32} {:>6} {:>8.2}", b.layers, b.seconds);
+            for v in b.parts.values() {
+                print!(" {v:>9.2}");
+            }
+            println!();
         }
     }
     if let Some(v) = torch {
