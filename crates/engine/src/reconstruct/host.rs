@@ -155,7 +155,7 @@ pub(super) fn reconstruct_on_tape(
     for step in 0..settings.iters {
         let mut clock = Instant::now();
         let idx = sampler.draw_batch(settings.batch, inputs.n);
-        let (x, t) = (inputs.gather(&idx), targets.gather(&idx));
+        let x = inputs.gather(&idx);
         let batch = idx.len();
         timings.data += lap(&mut clock);
         let (rounded, weights): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
@@ -165,13 +165,24 @@ pub(super) fn reconstruct_on_tape(
         let y = tape.output(&values)?;
         // Squared error summed over channels, averaged over batch and positions.
         let per = ((batch * tape.output_size()) / tape.out_channels).max(1) as f32;
-        let rec: f64 = y
-            .iter()
-            .zip(&t)
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum::<f64>()
-            / f64::from(per);
-        let dy: Vec<f32> = y.iter().zip(&t).map(|(a, b)| 2.0 * (a - b) / per).collect();
+        // Each sample against its target, read in place; one partial sum per sample, added
+        // in sample order (the same on any thread count).
+        let mut dy = vec![0.0f32; y.len()];
+        let sample_len = targets.len();
+        let partial: Vec<f64> = dy
+            .par_chunks_mut(sample_len)
+            .zip(y.par_chunks(sample_len))
+            .zip(idx.par_iter())
+            .map(|((d, y), &i)| {
+                let mut sum = 0.0f64;
+                for ((d, a), b) in d.iter_mut().zip(y).zip(targets.sample(i)) {
+                    sum += f64::from(a - b).powi(2);
+                    *d = 2.0 * (a - b) / per;
+                }
+                sum
+            })
+            .collect();
+        let rec = partial.iter().sum::<f64>() / f64::from(per);
         timings.forward += lap(&mut clock);
         let mut grads = tape.backward(&values, dy, batch, &weights)?;
         let lam = lambda(step, settings.iters);

@@ -202,11 +202,18 @@ impl Samples {
         self.shape.iter().product()
     }
 
-    fn gather(&self, idx: &[usize]) -> Vec<f32> {
+    /// Sample `i`'s values.
+    fn sample(&self, i: usize) -> &[f32] {
         let len = self.len();
-        idx.iter()
-            .flat_map(|&i| self.data[i * len..(i + 1) * len].iter().copied())
-            .collect()
+        &self.data[i * len..(i + 1) * len]
+    }
+
+    fn gather(&self, idx: &[usize]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(idx.len() * self.len());
+        for &i in idx {
+            out.extend_from_slice(self.sample(i));
+        }
+        out
     }
 
     fn batch_shape(&self, n: usize) -> Vec<usize> {
