@@ -102,8 +102,10 @@ impl Phases {
             if self.sw == 1 {
                 dst[self.at(iy, 0)..][..self.w].copy_from_slice(row);
             } else {
-                for (ix, &v) in row.iter().enumerate() {
-                    dst[self.at(iy, ix)] = v;
+                // Columns p, p + sw, … of a row sit side by side in phase column p.
+                for p in 0..self.sw.min(self.w) {
+                    let phase = row.iter().skip(p).step_by(self.sw);
+                    dst[self.at(iy, p)..].iter_mut().zip(phase).for_each(|(d, &v)| *d = v);
                 }
             }
         }
@@ -115,8 +117,9 @@ impl Phases {
             if self.sw == 1 {
                 row.copy_from_slice(&src[self.at(iy, 0)..][..self.w]);
             } else {
-                for (ix, v) in row.iter_mut().enumerate() {
-                    *v = src[self.at(iy, ix)];
+                for p in 0..self.sw.min(self.w) {
+                    let phase = row.iter_mut().skip(p).step_by(self.sw);
+                    phase.zip(&src[self.at(iy, p)..]).for_each(|(d, &v)| *d = v);
                 }
             }
         }
