@@ -139,17 +139,28 @@ struct Cell {
     eval_seconds: f64,
 }
 
+/// The benchmark models `names` asks for, in its order, from `all` (named by `name_of`).
+pub(crate) fn pick<'a, T>(
+    names: &[String],
+    all: &'a [T],
+    name_of: fn(&T) -> &'static str,
+) -> Result<Vec<&'a T>> {
+    names
+        .iter()
+        .map(
+            |name| match all.iter().find(|m| name_of(m) == name.trim()) {
+                Some(m) => Ok(m),
+                None => bail!(
+                    "unknown model {name:?}; the benchmark models are {}",
+                    all.iter().map(name_of).collect::<Vec<_>>().join(", ")
+                ),
+            },
+        )
+        .collect()
+}
+
 pub fn run(args: &BenchAccuracyArgs) -> Result<()> {
-    let mut chosen = Vec::new();
-    for name in &args.models {
-        match MODELS.iter().find(|m| m.name == name.trim()) {
-            Some(m) => chosen.push(m),
-            None => bail!(
-                "unknown model {name:?}; the benchmark models are {}",
-                MODELS.map(|m| m.name).join(", ")
-            ),
-        }
-    }
+    let chosen = pick(&args.models, &MODELS, |m| m.name)?;
     if chosen.is_empty() || args.quantizers.is_empty() || args.bits.is_empty() {
         bail!("nothing to run: give at least one model, quantizer and bit width");
     }

@@ -19,7 +19,7 @@ use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::write_json;
 use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer, WeightForm};
 
-use crate::accuracy::{calibration_sets, existing, row_name};
+use crate::accuracy::{calibration_sets, existing, pick, row_name};
 use crate::flags::ReconArgs;
 use crate::CommonArgs;
 
@@ -143,16 +143,7 @@ struct Row {
 }
 
 pub fn run(args: &BenchTasksArgs) -> Result<()> {
-    let mut chosen = Vec::new();
-    for name in &args.models {
-        match MODELS.iter().find(|m| m.name == name.trim()) {
-            Some(m) => chosen.push(m),
-            None => bail!(
-                "unknown model {name:?}; the task benchmark models are {}",
-                MODELS.map(|m| m.name).join(", ")
-            ),
-        }
-    }
+    let chosen = pick(&args.models, &MODELS, |m| m.name)?;
     if chosen.is_empty() || args.recon.is_empty() || args.rows.is_empty() {
         bail!("nothing to run: give at least one model, quantizer and bit width");
     }

@@ -12,7 +12,7 @@ use subsetq_onnx::test_assets::{ort_reference, python, require};
 use subsetq_pipeline::eval::Runner;
 use subsetq_pipeline::progress;
 
-use common::{subsetq, subsetq_ok, temp_dir};
+use common::{read_f32, subsetq, subsetq_ok, temp_dir};
 
 /// Photos with faces (and cat faces) that BlazeFace finds.
 const PHOTOS: &str = "data/ai-benchmark/segmentation";
@@ -24,14 +24,6 @@ const RELATIVE_TOL: f32 = 1e-5;
 /// float32 summation order over ~50 layers moves a few edge pixels by up to ~1e-4 (the numpy
 /// check in tests/python/test_tfjs_models.py sees the same).
 const MASK_TOL: f32 = 5e-4;
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
 
 /// Every output of `model` (preprocessed as `asset`'s sidecar says) on the first `n` photos,
 /// through our engine and onnxruntime: the largest difference relative to the largest value,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use subsetq_data::{load, Preprocess};
@@ -11,7 +11,7 @@ use subsetq_engine::burn_tensor::Device;
 use subsetq_engine::Engine;
 use subsetq_onnx::test_assets::{ort_reference, python, require, root};
 
-use common::{subsetq_ok as subsetq, temp_dir};
+use common::{read_f32, subsetq_ok as subsetq, temp_dir};
 
 /// Largest allowed |output difference| between our engine and onnxruntime on a quantized model.
 const QUANTIZED_TOL: f32 = 1e-4;
@@ -94,14 +94,6 @@ fn fashion_resnet_fp32_top1_equals_onnxruntime() {
         "models/fashion-resnet.onnx",
         "data/fashion-mnist/t10k-images-idx3-ubyte.gz",
     );
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// Quantizes `model` (`extra` flags added), then runs the first test images through our engine

@@ -105,7 +105,10 @@ impl Phases {
                 // Columns p, p + sw, … of a row sit side by side in phase column p.
                 for p in 0..self.sw.min(self.w) {
                     let phase = row.iter().skip(p).step_by(self.sw);
-                    dst[self.at(iy, p)..].iter_mut().zip(phase).for_each(|(d, &v)| *d = v);
+                    dst[self.at(iy, p)..]
+                        .iter_mut()
+                        .zip(phase)
+                        .for_each(|(d, &v)| *d = v);
                 }
             }
         }
