@@ -9,7 +9,9 @@
 //! A graph with several outputs (a detector's score and box heads) has a *trunk*, the nodes
 //! that lead to the output with the most of them, and *heads*: the nodes that lead only to
 //! one of the other outputs. Cuts are found on the trunk; each head with weights is a block
-//! of its own, from the one trunk value it reads to its output.
+//! of its own, from the one trunk value it reads to its output. Outputs whose heads share
+//! nodes (one conv split into scores and boxes) are one head, ending at the first value after
+//! its last weight layer.
 
 use std::collections::{HashMap, HashSet};
 
@@ -64,7 +66,7 @@ struct Head {
     nodes: Vec<usize>,
 }
 
-/// The nodes each graph output is computed from (excluding `Constant` nodes), ascending.
+/// The nodes `output` is computed from (excluding `Constant` nodes), ascending.
 fn ancestors(g: &GraphProto, output: &str) -> Vec<usize> {
     let mut needed: HashSet<&str> = HashSet::from([output]);
     let mut nodes = Vec::new();
