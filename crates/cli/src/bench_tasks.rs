@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use subsetq_data::{LabelSource, Preprocess, Task};
+use subsetq_data::{LabelSource, Preprocess};
 use subsetq_onnx::Model;
 use subsetq_pipeline::data::{load_data, PreprocessOverrides};
-use subsetq_pipeline::detect::{self, DetectAgreement, Detection, MaskAgreement};
+use subsetq_pipeline::detect::{self, DetectAgreement, MaskAgreement, TaskAgreement};
 use subsetq_pipeline::eval::{Named, Runner};
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::write_json;
@@ -203,12 +203,6 @@ fn task_outputs(
     Ok(all)
 }
 
-/// What a row is compared with: the FP32 model's detections or masks.
-enum Reference {
-    Boxes(Vec<Vec<Detection>>),
-    Masks(Named),
-}
-
 fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)> {
     let model_path = args.root.join(m.model);
     existing(&model_path)?;
@@ -238,14 +232,6 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
     let size = [photos.sets[0].height, photos.sets[0].width];
     let fp32 = task_outputs(&model, &pre, &photos, "FP32")
         .with_context(|| model_path.display().to_string())?;
-    let reference = match &task {
-        Task::Detect {
-            score_threshold, ..
-        } => Reference::Boxes(detect::decode(&task, &fp32, size, *score_threshold)?),
-        Task::Segment { .. } => {
-            Reference::Masks(fp32.into_iter().next().context("no mask output")?)
-        }
-    };
 
     let recon_options = args.recon_settings.options();
     let paths: Vec<PathBuf> = m.calib.iter().map(|c| args.root.join(c)).collect();
@@ -270,24 +256,9 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
             })?;
             let quantize_seconds = t0.elapsed().as_secs_f64();
             let out = task_outputs(&quantized.model, &pre, &photos, &format!("{name} W{bits}"))?;
-            let (detect, segment) = match (&reference, &task) {
-                (
-                    Reference::Boxes(truth),
-                    Task::Detect {
-                        score_threshold, ..
-                    },
-                ) => {
-                    let found = detect::decode(&task, &out, size, detect::CANDIDATE_MIN_SCORE)?;
-                    (
-                        Some(DetectAgreement::between(truth, &found, *score_threshold)?),
-                        None,
-                    )
-                }
-                (Reference::Masks(truth), Task::Segment { threshold, .. }) => {
-                    let mask = out.first().context("no mask output")?;
-                    (None, Some(MaskAgreement::between(truth, mask, *threshold)?))
-                }
-                _ => unreachable!("the reference follows the task"),
+            let (detect, segment) = match detect::agreement(&task, &fp32, &out, size)? {
+                TaskAgreement::Detect(a) => (Some(a), None),
+                TaskAgreement::Segment(a) => (None, Some(a)),
             };
             rows.push(Row {
                 model: m.name,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use subsetq_data::{LabelSource, Preprocess, Task};
 use subsetq_onnx::Model;
 use subsetq_pipeline::data::load_data;
-use subsetq_pipeline::detect::{self, DetectAgreement, MaskAgreement};
+use subsetq_pipeline::detect::{self, TaskAgreement};
 use subsetq_pipeline::eval::{Agreement, Runner, Scores};
 use subsetq_pipeline::packed::Kernels;
 use subsetq_pipeline::progress::Bar;
@@ -262,26 +262,22 @@ fn run_task(args: &EvalArgs, model: &Model, pre: &Preprocess) -> Result<()> {
         "seconds": seconds,
         "kernels": args.kernels.name(),
     });
-    let fields = match task {
-        Task::Detect {
-            score_threshold, ..
-        } => {
-            let size = [data.height, data.width];
-            let ours = detect::decode(task, &ours, size, detect::CANDIDATE_MIN_SCORE)?;
-            let theirs = detect::decode(task, &theirs, size, *score_threshold)?;
-            let a = DetectAgreement::between(&theirs, &ours, *score_threshold)?;
+    let fields = match detect::agreement(task, &theirs, &ours, [data.height, data.width])? {
+        TaskAgreement::Detect(a) => {
+            let threshold = match task {
+                Task::Detect {
+                    score_threshold, ..
+                } => *score_threshold,
+                Task::Segment { threshold, .. } => *threshold,
+            };
             println!(
                 "detect vs reference: mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4}, recall@0.5 {:.4} \
-                 ({} reference boxes at score {score_threshold}, {} of the model's)",
+                 ({} reference boxes at score {threshold}, {} of the model's)",
                 a.map50, a.map50_95, a.recall50, a.reference_boxes, a.boxes
             );
             serde_json::to_value(a)?
         }
-        Task::Segment { threshold, .. } => {
-            let (Some(ours), Some(theirs)) = (ours.first(), theirs.first()) else {
-                bail!("no mask output was computed");
-            };
-            let a = MaskAgreement::between(theirs, ours, *threshold)?;
+        TaskAgreement::Segment(a) => {
             println!(
                 "segment vs reference: mean mask IoU {:.4} over {} images with foreground (of \
                  {}), pixel agreement {:.4}",

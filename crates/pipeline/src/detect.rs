@@ -57,6 +57,47 @@ pub fn nms(mut boxes: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
     kept
 }
 
+/// How much of a reference model's task outputs a model keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskAgreement {
+    /// A detector's boxes.
+    Detect(DetectAgreement),
+    /// A segmenter's masks.
+    Segment(MaskAgreement),
+}
+
+/// Compares `candidate`'s task outputs with `reference`'s (both in [`Task::outputs`] order,
+/// for `[height, width]` inputs): the reference's boxes at the task's threshold against the
+/// candidate's ranked from [`CANDIDATE_MIN_SCORE`], or the two masks.
+pub fn agreement(
+    task: &Task,
+    reference: &[Named],
+    candidate: &[Named],
+    input: [usize; 2],
+) -> Result<TaskAgreement> {
+    match task {
+        Task::Detect {
+            score_threshold, ..
+        } => {
+            let truth = decode(task, reference, input, *score_threshold)?;
+            let found = decode(task, candidate, input, CANDIDATE_MIN_SCORE)?;
+            Ok(TaskAgreement::Detect(DetectAgreement::between(
+                &truth,
+                &found,
+                *score_threshold,
+            )?))
+        }
+        Task::Segment { threshold, .. } => {
+            let (Some(truth), Some(mask)) = (reference.first(), candidate.first()) else {
+                return Err(PipelineError::invalid("no mask output was computed"));
+            };
+            Ok(TaskAgreement::Segment(MaskAgreement::between(
+                truth, mask, *threshold,
+            )?))
+        }
+    }
+}
+
 /// Boxes kept per image before non-maximum suppression (the best-scoring ones).
 const MAX_CANDIDATES: usize = 1000;
 /// Boxes kept per image after it, as COCO's evaluation does.
