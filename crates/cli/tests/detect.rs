@@ -155,6 +155,54 @@ fn eval_task_segment_scores_masks_against_the_reference() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The selfie U-Net's skip connections leave no cut among its 51 middle layers: reconstruction
+/// learns them in parts (the encoder's residual blocks whole, the decoder a layer at a time),
+/// each against the float model's value at its own output.
+#[test]
+fn the_selfie_unet_is_reconstructed_in_parts() {
+    let (Some(model), Some(photos)) = (require("selfie.onnx"), require(PHOTOS)) else {
+        return;
+    };
+    let dir = temp_dir("selfie-parts");
+    let q = dir.join("q.onnx");
+    let out = subsetq_ok(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+        "--bits",
+        "4",
+        "--calib",
+        photos.to_str().unwrap(),
+        "--calib-size",
+        "2",
+        "--iters",
+        "2",
+        "--recon-batch",
+        "2",
+    ]);
+    let blocks: Vec<&str> = out.lines().filter(|l| l.starts_with("block ")).collect();
+    assert!(blocks.len() >= 30, "{out}");
+    let learned: usize = blocks
+        .iter()
+        .map(|l| {
+            l.split_once('(')
+                .map_or(0, |(_, rest)| rest.split(", ").count())
+        })
+        .sum();
+    // Every middle layer once: 54 convs less the 8-bit first and last.
+    assert_eq!(learned, 52, "{out}");
+    for line in blocks {
+        let losses = line
+            .rsplit_once("output loss ")
+            .map(|(_, l)| l)
+            .unwrap_or_default();
+        let before: f64 = losses.split(' ').next().unwrap().parse().unwrap();
+        assert!(before.is_finite(), "{line}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn eval_task_detect_scores_boxes_against_the_reference() {
     let (Some(model), Some(photos)) = (require("blazeface.onnx"), require(PHOTOS)) else {

@@ -12,11 +12,35 @@
 //! of its own, from the one trunk value it reads to its output. Outputs whose heads share
 //! nodes (one conv split into scores and boxes) are one head, ending at the first value after
 //! its last weight layer.
+//!
+//! Long skip connections (a U-Net's encoder feeding its decoder) leave no cut for many layers.
+//! A trunk block of more than [`MAX_BLOCK_LAYERS`] weight layers is split into *parts*: cuts
+//! are looked for again with the uses that reach more than that many layers ahead left out, so
+//! that residual blocks still end at their Add; a part that then reads only its input stays
+//! whole, one that also reads a skip (a decoder stage) becomes one part per weight layer.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::pb::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::{Model, OnnxError, Result};
+
+/// Trunk blocks with more weight layers than this are split into parts.
+pub const MAX_BLOCK_LAYERS: usize = 8;
+
+/// Where a block sits, which says where the blocks after it read their inputs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Between two cuts of the trunk: the block after it reads its output.
+    Trunk,
+    /// A side branch from a trunk value to a graph output. The blocks after it continue from
+    /// its input, not from its output.
+    Head,
+    /// A piece of a trunk block too large to learn as one: a run of its layers that reads one
+    /// value, or a single layer. Every value of the trunk block is computed from that block's
+    /// input, so each part's input is computed from there, and the block after the last part
+    /// reads the trunk block's output.
+    Part,
+}
 
 /// A run of nodes between two cut tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +53,8 @@ pub struct Block {
     pub nodes: Vec<usize>,
     /// Weight initializers of its Conv / Gemm / MatMul nodes, in node order.
     pub weights: Vec<String>,
-    /// A head: a side branch from a trunk value to a graph output. The blocks after it
-    /// continue from its input, not from its output.
-    pub head: bool,
+    /// Trunk, head or part.
+    pub kind: BlockKind,
 }
 
 fn is_weight_op(n: &NodeProto) -> bool {
@@ -223,7 +246,7 @@ fn place_heads(
             output: h.output,
             nodes: h.nodes,
             weights,
-            head: true,
+            kind: BlockKind::Head,
         });
     }
     let mut slots = after.into_iter();
@@ -234,6 +257,130 @@ fn place_heads(
     }
     blocks.extend(slots.flatten());
     Ok(blocks)
+}
+
+/// A trunk block with many weight layers as parts (see the module doc). Head nodes are not
+/// uses here, as for the cuts.
+fn split_into_parts(
+    g: &GraphProto,
+    block: &Block,
+    in_head: &HashSet<usize>,
+    initializers: &HashSet<&str>,
+    constants: &HashSet<&str>,
+) -> Vec<Block> {
+    let is_weight =
+        |i: usize| is_weight_op(&g.node[i]) && !layer_weights(g, &[i], initializers).is_empty();
+    // Weight layers up to and including each node, and where each value is made.
+    let mut layers_to: HashMap<usize, usize> = HashMap::new();
+    let mut made_at: HashMap<&str, usize> = HashMap::new();
+    let mut count = 0;
+    for &i in &block.nodes {
+        count += usize::from(is_weight(i));
+        layers_to.insert(i, count);
+        made_at.extend(g.node[i].output.iter().map(|o| (o.as_str(), i)));
+    }
+    let layers_before = |v: &str| made_at.get(v).map_or(0, |d| layers_to[d]);
+    // Uses within reach: a skip to a node more than MAX_BLOCK_LAYERS layers on is left out.
+    let end = g.node.len();
+    let mut last_use: HashMap<&str, usize> = HashMap::from([(block.output.as_str(), end)]);
+    for &i in block.nodes.iter().filter(|i| !in_head.contains(i)) {
+        for v in g.node[i].input.iter().filter(|v| !v.is_empty()) {
+            if layers_to[&i] - layers_before(v) <= MAX_BLOCK_LAYERS {
+                last_use.insert(v.as_str(), i);
+            }
+        }
+    }
+    // The cuts of the block with those uses only, as in `Model::blocks`.
+    let mut live: HashSet<&str> = HashSet::from([block.input.as_str()]);
+    let mut cut = block.input.clone();
+    let mut runs: Vec<(String, String, Vec<usize>)> = Vec::new();
+    let mut current = Vec::new();
+    for &i in &block.nodes {
+        current.push(i);
+        live.extend(
+            g.node[i]
+                .output
+                .iter()
+                .map(String::as_str)
+                .filter(|o| last_use.get(o).is_some_and(|&u| u > i)),
+        );
+        live.retain(|v| last_use.get(v).is_some_and(|&u| u > i) && !constants.contains(v));
+        if let (1, Some(&v)) = (live.len(), live.iter().next()) {
+            let nodes = std::mem::take(&mut current);
+            match runs.last_mut() {
+                // Weight-free nodes go with the run before them (its activation, pooling).
+                Some(run) if !nodes.iter().any(|&n| is_weight(n)) => {
+                    run.1 = v.to_string();
+                    run.2.extend(nodes);
+                }
+                _ => runs.push((cut.clone(), v.to_string(), nodes)),
+            }
+            cut = v.to_string();
+        }
+    }
+    if let Some(run) = runs.last_mut() {
+        run.2.extend(current);
+    }
+    let part = |input: &str, output: &str, nodes: Vec<usize>| Block {
+        input: input.to_string(),
+        output: output.to_string(),
+        weights: layer_weights(g, &nodes, initializers),
+        nodes,
+        kind: BlockKind::Part,
+    };
+    let mut parts = Vec::new();
+    for (input, output, nodes) in runs {
+        if !nodes.iter().any(|&n| is_weight(n)) {
+            continue;
+        }
+        let made: HashSet<&str> = nodes
+            .iter()
+            .flat_map(|&i| g.node[i].output.iter().map(String::as_str))
+            .collect();
+        let reads_only_input = nodes
+            .iter()
+            .flat_map(|&i| g.node[i].input.iter().map(String::as_str))
+            .filter(|v| !v.is_empty() && !made.contains(v) && !constants.contains(v))
+            .all(|v| v == input);
+        if reads_only_input {
+            parts.push(part(&input, &output, nodes));
+            continue;
+        }
+        // One part per weight layer, with the one-input nodes that only it feeds.
+        for (at, &w) in nodes.iter().enumerate().filter(|&(_, &n)| is_weight(n)) {
+            let mut chain = vec![w];
+            let mut value = g.node[w]
+                .output
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default();
+            for &next in &nodes[at + 1..] {
+                let n = &g.node[next];
+                let readers = g.node.iter().filter(|m| m.input.iter().any(|v| v == value));
+                let only_reader = readers.count() == 1 && n.input.iter().any(|v| v == value);
+                let one_input = n
+                    .input
+                    .iter()
+                    .filter(|v| !v.is_empty() && !constants.contains(v.as_str()))
+                    .count()
+                    == 1;
+                let is_output = g.output.iter().any(|o| o.name() == value);
+                if !only_reader || !one_input || is_weight_op(n) || n.output.len() != 1 || is_output
+                {
+                    break;
+                }
+                chain.push(next);
+                value = n.output[0].as_str();
+            }
+            let input = g.node[w]
+                .input
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default();
+            parts.push(part(input, value, chain));
+        }
+    }
+    parts
 }
 
 impl Model {
@@ -324,10 +471,17 @@ impl Model {
                     output: to,
                     nodes,
                     weights,
-                    head: false,
+                    kind: BlockKind::Trunk,
                 }),
             }
         }
+        let blocks = blocks
+            .into_iter()
+            .flat_map(|b| match b.weights.len() > MAX_BLOCK_LAYERS {
+                true => split_into_parts(g, &b, &in_head, &initializers, &constants),
+                false => vec![b],
+            })
+            .collect();
         place_heads(g, blocks, heads, &initializers)
     }
 
@@ -368,7 +522,7 @@ impl Model {
             output: to.to_string(),
             nodes,
             weights,
-            head: false,
+            kind: BlockKind::Trunk,
         })
     }
 
@@ -568,7 +722,12 @@ mod tests {
             .iter()
             .map(|b| {
                 let weights = b.weights.iter().map(String::as_str).collect();
-                (b.input.as_str(), b.output.as_str(), weights, b.head)
+                (
+                    b.input.as_str(),
+                    b.output.as_str(),
+                    weights,
+                    b.kind == BlockKind::Head,
+                )
             })
             .collect();
         // The trunk ends at scores_8 (computed from the most nodes: its Reshape); the 16x16 heads follow the block that outputs b1, boxes_8 the one of c1.
@@ -603,7 +762,7 @@ mod tests {
         let blocks = m.blocks().unwrap();
         let head: Vec<_> = blocks
             .iter()
-            .filter(|b| b.input == "b1" && b.head)
+            .filter(|b| b.input == "b1" && b.kind == BlockKind::Head)
             .collect();
         assert_eq!(head.len(), 1, "{blocks:?}");
         assert_eq!(
@@ -623,5 +782,115 @@ mod tests {
             err.contains("the head to output boxes_8 reads 2 trunk values (a1, c1)"),
             "{err}"
         );
+    }
+
+    /// A U-Net's shape: stem, an encoder (a conv whose output `k` is both a residual
+    /// shortcut and a skip into the decoder, a residual block, a pool, eight convs), an
+    /// upsample, the skip concatenated back, two decoder convs. Ten weight layers between the
+    /// cuts `k` and `cat`.
+    fn small_unet() -> Model {
+        let mut nodes = vec![
+            node("Conv", "s", &["x", "ws"], &["s"]),
+            node("Relu", "", &["s"], &["s1"]),
+            node("Conv", "e1", &["s1", "we1"], &["e1"]),
+            node("Relu", "", &["e1"], &["k"]),
+            node("Conv", "r1", &["k", "wr1"], &["r1"]),
+            node("Relu", "", &["r1"], &["r1r"]),
+            node("Conv", "r2", &["r1r", "wr2"], &["r2"]),
+            node("Add", "", &["r2", "k"], &["r"]),
+            node("MaxPool", "", &["r"], &["c0r"]),
+        ];
+        let mut weights = vec!["ws", "we1", "wr1", "wr2"];
+        let names: Vec<(String, String, String, String)> = (1..=8)
+            .map(|i| {
+                (
+                    format!("c{}r", i - 1),
+                    format!("wc{i}"),
+                    format!("c{i}"),
+                    format!("c{i}r"),
+                )
+            })
+            .collect();
+        for (from, w, conv, relu) in &names {
+            nodes.push(node("Conv", conv, &[from, w], &[conv]));
+            nodes.push(node("Relu", "", &[conv], &[relu]));
+            weights.push(w);
+        }
+        nodes.extend([
+            node("Resize", "up", &["c8r", "", "scales"], &["u"]),
+            node("Concat", "cat", &["u", "k"], &["cat"]),
+            node("Conv", "d1", &["cat", "wd1"], &["d1"]),
+            node("Relu", "", &["d1"], &["d1r"]),
+            node("Conv", "d2", &["d1r", "wd2"], &["y"]),
+        ]);
+        weights.extend(["wd1", "wd2"]);
+        let mut initializer: Vec<_> = weights
+            .iter()
+            .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
+            .collect();
+        initializer.push(float_tensor("scales", &[4], false));
+        let value = |n: &str| ValueInfoProto {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            node: nodes,
+            initializer,
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        };
+        Model::from_proto(ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_unet_is_split_into_residual_sized_parts_and_layers_that_read_a_skip() {
+        let m = small_unet();
+        let blocks = m.blocks().unwrap();
+        let summary: Vec<(&str, &str, Vec<&str>, BlockKind)> = blocks
+            .iter()
+            .map(|b| {
+                let weights = b.weights.iter().map(String::as_str).collect();
+                (b.input.as_str(), b.output.as_str(), weights, b.kind)
+            })
+            .collect();
+        use BlockKind::{Part, Trunk};
+        let mut expected = vec![
+            ("x", "s1", vec!["ws"], Trunk),
+            ("s1", "k", vec!["we1"], Trunk),
+            // The residual block stays whole: the shortcut's use at its Add is within reach.
+            ("k", "c0r", vec!["wr1", "wr2"], Part),
+        ];
+        let convs: Vec<(String, String, String)> = (1..=7)
+            .map(|i| (format!("c{}r", i - 1), format!("c{i}r"), format!("wc{i}")))
+            .collect();
+        expected.extend(
+            convs
+                .iter()
+                .map(|(i, o, w)| (i.as_str(), o.as_str(), vec![w.as_str()], Part)),
+        );
+        expected.extend([
+            // The run from c7r to the Concat reads the skip k: its one layer ends at the
+            // upsample, the last node only it feeds.
+            ("c7r", "u", vec!["wc8"], Part),
+            ("cat", "d1r", vec!["wd1"], Trunk),
+            ("d1r", "y", vec!["wd2"], Trunk),
+        ]);
+        assert_eq!(summary, expected);
+        // Every part's input and output are computed from the cut before the parts.
+        for b in blocks.iter().filter(|b| b.kind == Part && b.input != "k") {
+            m.span("k", &b.input).unwrap();
+            m.span("k", &b.output).unwrap();
+        }
+        // Every weight is learned in exactly one block.
+        let learned: Vec<&str> = blocks
+            .iter()
+            .flat_map(|b| b.weights.iter().map(String::as_str))
+            .collect();
+        assert_eq!(learned.len(), 14);
+        assert_eq!(learned.iter().collect::<HashSet<_>>().len(), 14);
     }
 }

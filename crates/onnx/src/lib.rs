@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use actquant::activation_scale_name;
-pub use blocks::Block;
+pub use blocks::{Block, BlockKind, MAX_BLOCK_LAYERS};
 pub use compact::{CompactWeight, UINT4_OPSET};
 pub use fold::{fold_batch_norm, FoldReport};
 pub use layers::{LayerRole, WeightLayer};

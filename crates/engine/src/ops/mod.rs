@@ -4,6 +4,7 @@
 //! a run starts) and execution on burn tensors.
 
 mod activation;
+pub(crate) use activation::Unary;
 pub(crate) mod conv;
 mod elementwise;
 pub(crate) mod gemm;

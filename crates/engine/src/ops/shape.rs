@@ -320,6 +320,11 @@ pub(crate) fn build_concat(ctx: &mut NodeCtx) -> Result<Op> {
 }
 
 impl Concat {
+    /// The axis for inputs of rank `rank`, when valid.
+    pub(crate) fn axis(&self, rank: usize) -> Option<usize> {
+        norm_axis(self.axis, rank).ok()
+    }
+
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let x = ins[0];
         let axis = norm_axis(self.axis, x.len())?;

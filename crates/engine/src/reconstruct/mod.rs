@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use burn_tensor::Device;
 use subsetq_core::{divide_channels, Channels, Codebook};
-use subsetq_onnx::Model;
+use subsetq_onnx::{BlockKind, Model};
 
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
@@ -378,51 +378,35 @@ pub fn reconstruct_model(
             declare_input_shape(sub, input, b, shape);
         }
     };
-    // `x`, the values at cut `from`, carried through `model`'s nodes to cut `to`.
-    let advance = |model: &Model, from: &str, to: &str, x: Samples| -> Result<Samples> {
+    // `x`, the values at cut `from`, carried through `model`'s nodes to value `to`.
+    let advance = |model: &Model, from: &str, to: &str, x: &Samples| -> Result<Samples> {
         if from == to {
-            return Ok(x);
+            return Ok(x.clone());
         }
         let mut sub = model.extract_block(&model.span(from, to)?)?;
         declare_batch(&mut sub, from, &x.shape);
         run_samples(
             &Engine::new(Plan::from_model(&sub)?, &device)?,
             from,
-            &x,
+            x,
             to,
             64,
         )
     };
     // Where each model's values are: the quantized one's (every block so far learned) at
-    // `quant_cut`, the float one's at the last block's output.
+    // `quant_cut`, the float one's at the last trunk block's output. Heads and parts leave
+    // them there: the blocks after them read values computed from that cut.
     let (mut quant_cut, mut quant_at) = (graph_input.clone(), calibration.clone());
     let (mut float_cut, mut float_at) = (graph_input, calibration.clone());
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
-        // A head leaves the carried values where they are: the next block reads the trunk.
-        let (inputs, targets) = if block.head {
-            (
-                advance(quantized, &quant_cut, &block.input, quant_at.clone())?,
-                advance(float, &float_cut, &block.output, float_at.clone())?,
-            )
-        } else {
-            let inputs = advance(
-                quantized,
-                &quant_cut,
-                &block.input,
-                std::mem::take(&mut quant_at),
-            )?;
-            (
-                inputs,
-                advance(
-                    float,
-                    &float_cut,
-                    &block.output,
-                    std::mem::take(&mut float_at),
-                )?,
-            )
-        };
+        let inputs = advance(quantized, &quant_cut, &block.input, &quant_at)?;
+        let targets = advance(float, &float_cut, &block.output, &float_at)?;
+        if block.kind == BlockKind::Trunk {
+            // Replaced after the block: free them while it learns.
+            (quant_at, float_at) = (Samples::default(), Samples::default());
+        }
         let mut sub = quantized.extract_block(block)?;
         declare_batch(&mut sub, &block.input, &inputs.shape);
         let block_layers: Vec<&LayerQuantizer> = block
@@ -469,7 +453,7 @@ pub fn reconstruct_model(
         }
         let (loss_after, outputs) =
             hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
-        if !block.head {
+        if block.kind == BlockKind::Trunk {
             (quant_cut, quant_at) = (block.output.clone(), outputs);
             (float_cut, float_at) = (block.output.clone(), targets);
         }

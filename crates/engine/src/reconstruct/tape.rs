@@ -1,7 +1,10 @@
 //! A block's forward and backward pass on host slices with the float kernels of
 //! [`subsetq_kernels::train`], for the blocks those cover: 2-D `Conv`, `Gemm` / `MatMul` with a
-//! constant weight, `Relu`, `Clip`, `Add` of equal shapes, 2-D `MaxPool`, `GlobalAveragePool`,
-//! and `Flatten` / `Reshape` / `Identity` that keep the batch first. Only the gradients the
+//! constant weight, `Relu`, `Clip`, `LeakyRelu`, `Sigmoid`, `Add` of equal shapes, `Mul` of
+//! equal shapes or by a per-channel value (a squeeze-excite gate), `Add` / `Mul` by a constant
+//! scalar or per-channel constant, `Concat` of channels, 2-D `MaxPool`, `GlobalAveragePool`
+//! (and an `AveragePool` over the whole plane), and `Flatten` / `Reshape` / `Identity` that
+//! keep the batch first. Only the gradients the
 //! learned weights need are computed (none for the block's input, none along paths without a
 //! learned weight). [`Tape::new`] says `None` for any other block, which then trains through
 //! burn's autodiff.
@@ -16,7 +19,7 @@ use subsetq_onnx::ConstData;
 
 use super::LayerQuantizer;
 use crate::error::{EngineError, Result};
-use crate::ops::{Op, Slot};
+use crate::ops::{Op, Slot, Unary};
 use crate::plan::Plan;
 use crate::value::BinaryFn;
 
@@ -49,6 +52,23 @@ enum TapeOp {
         hi: f32,
     },
     Add,
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sigmoid,
+    /// `a · b`, `b` one value per `plane` values of `a` (1: the same shape).
+    Mul {
+        plane: usize,
+    },
+    /// `x + c` or `x · c`, `c` a scalar (one value) or one value per channel of `plane`
+    /// values.
+    WithConst {
+        mul: bool,
+        c: Vec<f32>,
+        plane: usize,
+    },
+    /// Inputs joined along the channels: each sample is its inputs' samples one after another.
+    Concat,
     MaxPool {
         g: ConvGeometry,
     },
@@ -148,6 +168,7 @@ impl Tape {
             let ins = &step.inputs;
             let x = *ins.first()?;
             let x_dims = one[x].as_ref()?;
+            let mut ordered: Vec<Slot> = Vec::new();
             let op = match &step.op {
                 Op::Conv(c) => {
                     let w_dims = one[*ins.get(1)?].as_ref()?;
@@ -211,12 +232,56 @@ impl Tape {
                         hi: hi.unwrap_or(f32::INFINITY),
                     }
                 }
-                Op::Binary(b) if b.f == BinaryFn::Add && b.numpy_broadcast() => {
-                    let y = *ins.get(1)?;
-                    if one[y] != one[x] {
+                Op::Binary(b)
+                    if matches!(b.f, BinaryFn::Add | BinaryFn::Mul) && b.numpy_broadcast() =>
+                {
+                    let mul = b.f == BinaryFn::Mul;
+                    let (mut a, mut c) = (x, *ins.get(1)?);
+                    if constants[a].is_some() {
+                        (a, c) = (c, a);
+                    }
+                    let (a_dims, c_dims) = (one[a].as_ref()?, one[c].as_ref()?);
+                    let out_dims = one[step.output].as_ref()?;
+                    if a_dims != out_dims || constants[a].is_some() {
                         return None;
                     }
-                    TapeOp::Add
+                    let plane: usize = a_dims.iter().skip(2).product();
+                    let channels = a_dims.get(1).copied().unwrap_or(1);
+                    // Right-aligned to the output: all ones but (at most) the channel axis.
+                    let per_channel = c_dims.len() <= a_dims.len()
+                        && c_dims
+                            .iter()
+                            .rev()
+                            .enumerate()
+                            .all(|(k, &d)| d == 1 || (k + 2 == a_dims.len() && d == channels));
+                    let c_count: usize = c_dims.iter().product();
+                    let per_channel = per_channel && (c_count == 1 || c_count == channels);
+                    if c_dims == a_dims && constants[c].is_none() {
+                        ordered = vec![a, c];
+                        if mul {
+                            TapeOp::Mul { plane: 1 }
+                        } else {
+                            TapeOp::Add
+                        }
+                    } else if per_channel && c_count == channels && constants[c].is_none() && mul {
+                        ordered = vec![a, c];
+                        TapeOp::Mul { plane }
+                    } else if per_channel {
+                        ordered = vec![a];
+                        TapeOp::WithConst {
+                            mul,
+                            c: float_const(c)?,
+                            plane,
+                        }
+                    } else {
+                        return None;
+                    }
+                }
+                Op::Unary(Unary::LeakyRelu(alpha)) => TapeOp::LeakyRelu { alpha: *alpha },
+                Op::Unary(Unary::Sigmoid) => TapeOp::Sigmoid,
+                Op::Concat(c) if c.axis(x_dims.len()) == Some(1) => {
+                    ordered = ins.clone();
+                    TapeOp::Concat
                 }
                 Op::MaxPool(p) => TapeOp::MaxPool {
                     g: p.geometry_2d(x_dims)?,
@@ -224,12 +289,25 @@ impl Tape {
                 Op::GlobalAveragePool => TapeOp::GlobalAveragePool {
                     plane: x_dims[2..].iter().product(),
                 },
+                Op::AveragePool(p) => {
+                    let g = p.geometry_2d(x_dims)?;
+                    let whole = g.kernel == g.in_hw && g.pads == [0; 4] && g.out_hw() == [1, 1];
+                    if !whole {
+                        return None;
+                    }
+                    TapeOp::GlobalAveragePool {
+                        plane: x_dims[2..].iter().product(),
+                    }
+                }
                 Op::Flatten(_) | Op::Reshape(_) | Op::Identity => TapeOp::Same,
                 _ => return None,
             };
-            // Runtime operands: the data input, and both sides of an Add.
+            // Runtime operands: the data input, and both sides of an Add or Mul, every input
+            // of a Concat.
             let runtime: &[Slot] = match op {
-                TapeOp::Add => &ins[..2],
+                TapeOp::Add | TapeOp::Mul { .. } | TapeOp::Concat | TapeOp::WithConst { .. } => {
+                    &ordered
+                }
                 _ => &ins[..1],
             };
             for &s in runtime {
@@ -344,6 +422,40 @@ impl Tape {
                         .zip(x.iter().zip(b))
                         .for_each(|(o, (a, b))| *o = a + b);
                 }
+                TapeOp::LeakyRelu { alpha } => y
+                    .iter_mut()
+                    .zip(x)
+                    .for_each(|(o, &v)| *o = if v >= 0.0 { v } else { alpha * v }),
+                TapeOp::Sigmoid => y
+                    .iter_mut()
+                    .zip(x)
+                    .for_each(|(o, &v)| *o = 1.0 / (1.0 + (-v).exp())),
+                TapeOp::Mul { plane } => {
+                    let b = value(slots, step.inputs[1])?;
+                    for ((o, a), &b) in y.chunks_mut(*plane).zip(x.chunks(*plane)).zip(b) {
+                        o.iter_mut().zip(a).for_each(|(o, a)| *o = a * b);
+                    }
+                }
+                TapeOp::WithConst { mul, c, plane } => {
+                    for (k, (o, a)) in y.chunks_mut(*plane).zip(x.chunks(*plane)).enumerate() {
+                        let c = c[k % c.len()];
+                        match mul {
+                            true => o.iter_mut().zip(a).for_each(|(o, a)| *o = a * c),
+                            false => o.iter_mut().zip(a).for_each(|(o, a)| *o = a + c),
+                        }
+                    }
+                }
+                TapeOp::Concat => {
+                    let mut at = 0;
+                    for &s in &step.inputs {
+                        let part = self.sizes[s];
+                        let v = value(slots, s)?;
+                        for (o, v) in y.chunks_mut(self.sizes[step.output]).zip(v.chunks(part)) {
+                            o[at..at + part].copy_from_slice(v);
+                        }
+                        at += part;
+                    }
+                }
                 TapeOp::MaxPool { g } => {
                     argmax[si] = Some(max_pool2d_forward(g, x, batch, &mut y)?);
                 }
@@ -387,7 +499,15 @@ impl Tape {
             // Element-wise steps pass the gradient on in place; the others write a new one.
             let elementwise = matches!(
                 step.op,
-                TapeOp::Relu | TapeOp::Clip { .. } | TapeOp::Add | TapeOp::Same
+                TapeOp::Relu
+                    | TapeOp::Clip { .. }
+                    | TapeOp::Add
+                    | TapeOp::Same
+                    | TapeOp::LeakyRelu { .. }
+                    | TapeOp::Sigmoid
+                    | TapeOp::Mul { .. }
+                    | TapeOp::WithConst { .. }
+                    | TapeOp::Concat
             );
             let mut dx = (want_dx && !elementwise).then(zeros);
             match &step.op {
@@ -440,6 +560,71 @@ impl Tape {
                         accumulate(&mut grads, other, g.clone());
                     }
                     dx = want_dx.then_some(g);
+                }
+                TapeOp::LeakyRelu { alpha } => {
+                    dx = want_dx.then(|| {
+                        let mut g = g;
+                        g.iter_mut().zip(x).for_each(|(g, &v)| {
+                            if v < 0.0 {
+                                *g *= alpha;
+                            }
+                        });
+                        g
+                    });
+                }
+                TapeOp::Sigmoid => {
+                    let y = value(&values.slots, step.output)?;
+                    dx = want_dx.then(|| {
+                        let mut g = g;
+                        g.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y));
+                        g
+                    });
+                }
+                TapeOp::Mul { plane } => {
+                    let other = step.inputs[1];
+                    let b = value(&values.slots, other)?;
+                    if self.needs_grad[other] {
+                        let db: Vec<f32> = g
+                            .chunks(*plane)
+                            .zip(x.chunks(*plane))
+                            .map(|(g, a)| g.iter().zip(a).map(|(g, a)| g * a).sum())
+                            .collect();
+                        accumulate(&mut grads, other, db);
+                    }
+                    dx = want_dx.then(|| {
+                        let mut g = g;
+                        for (g, &b) in g.chunks_mut(*plane).zip(b) {
+                            g.iter_mut().for_each(|g| *g *= b);
+                        }
+                        g
+                    });
+                }
+                TapeOp::WithConst { mul, c, plane } => {
+                    dx = want_dx.then(|| {
+                        let mut g = g;
+                        if *mul {
+                            for (k, g) in g.chunks_mut(*plane).enumerate() {
+                                let c = c[k % c.len()];
+                                g.iter_mut().for_each(|g| *g *= c);
+                            }
+                        }
+                        g
+                    });
+                }
+                TapeOp::Concat => {
+                    let whole = self.sizes[step.output];
+                    let mut at = 0;
+                    for &s in &step.inputs {
+                        let part = self.sizes[s];
+                        if self.needs_grad[s] {
+                            let d: Vec<f32> = g
+                                .chunks(whole)
+                                .flat_map(|g| g[at..at + part].iter().copied())
+                                .collect();
+                            accumulate(&mut grads, s, d);
+                        }
+                        at += part;
+                    }
                 }
                 TapeOp::MaxPool { g: geo } => {
                     if let Some(dx) = dx.as_mut() {
