@@ -15,6 +15,7 @@ use subsetq_onnx::Model;
 use subsetq_pipeline::data::{load_data, PreprocessOverrides};
 use subsetq_pipeline::detect::{self, DetectAgreement, MaskAgreement, TaskAgreement};
 use subsetq_pipeline::eval::{Named, Runner};
+use subsetq_pipeline::mixed::{BitBudget, MixedOptions};
 use subsetq_pipeline::progress::Bar;
 use subsetq_pipeline::write::write_json;
 use subsetq_pipeline::{quantize, Granularity, QuantizeOptions, Quantizer, WeightForm};
@@ -84,8 +85,9 @@ pub struct BenchTasksArgs {
         default_value = "sq,uniform-mse"
     )]
     recon: Vec<Quantizer>,
-    /// Precisions, comma separated, each a row per quantizer: `wB` (B-bit weights) or `wBaA`
-    /// (and A-bit activations).
+    /// Precisions, comma separated, each a row per quantizer: `wB` (B-bit weights), `wBaA`
+    /// (and A-bit activations) or `wBm` (mixed precision: each middle layer 2, 3, 4 or 8 bits,
+    /// B on average over their weights, as `quantize --avg-bits B`).
     #[arg(long, value_delimiter = ',', default_value = "w4,w3,w4a8", value_parser = parse_precision)]
     rows: Vec<Precision>,
     #[command(flatten)]
@@ -103,16 +105,31 @@ pub struct BenchTasksArgs {
     json: Option<PathBuf>,
 }
 
-/// Weight bits, and activation bits when activations are quantized too.
+/// Weight bits (or their mean under mixed precision), and activation bits when activations
+/// are quantized too.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Precision {
     bits: u32,
     abits: Option<u32>,
+    mixed: bool,
 }
 
 fn parse_precision(text: &str) -> std::result::Result<Precision, String> {
-    let bad = || format!("{text:?} is not wB or wBaA (e.g. w4, w4a8), B in 2..=8 and A in 2..=16");
+    let bad = || {
+        format!("{text:?} is not wB, wBaA or wBm (e.g. w4, w4a8, w4m), B in 2..=8 and A in 2..=16")
+    };
     let rest = text.strip_prefix('w').ok_or_else(bad)?;
+    if let Some(b) = rest.strip_suffix('m') {
+        let bits: u32 = b.parse().map_err(|_| bad())?;
+        if !(2..=8).contains(&bits) {
+            return Err(bad());
+        }
+        return Ok(Precision {
+            bits,
+            abits: None,
+            mixed: true,
+        });
+    }
     let (b, a) = match rest.split_once('a') {
         Some((b, a)) => (b, Some(a)),
         None => (rest, None),
@@ -122,7 +139,11 @@ fn parse_precision(text: &str) -> std::result::Result<Precision, String> {
     if !(2..=8).contains(&bits) || abits.is_some_and(|a| !(2..=16).contains(&a)) {
         return Err(bad());
     }
-    Ok(Precision { bits, abits })
+    Ok(Precision {
+        bits,
+        abits,
+        mixed: false,
+    })
 }
 
 /// One row of the table.
@@ -132,6 +153,9 @@ struct Row {
     quantizer: String,
     bits: u32,
     abits: Option<u32>,
+    /// Under mixed precision: the middle layers' mean bits per weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avg_bits: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detect: Option<DetectAgreement>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,7 +262,7 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
     let calibration = calibration_sets(&paths, &pre, recon_options.calib_size, &mut bar)?;
     let source = model_path.display().to_string();
     let mut rows = Vec::new();
-    for &Precision { bits, abits } in &args.rows {
+    for &Precision { bits, abits, mixed } in &args.rows {
         for &q in &args.recon {
             let opts = QuantizeOptions {
                 search: args.common.options(bits, Granularity::Channel)?,
@@ -247,9 +271,12 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
                 abits,
                 preprocess: Some(pre.clone()),
                 weights: WeightForm::Float,
-                mixed: None,
+                mixed: mixed.then(|| MixedOptions::new(BitBudget::AvgBits(f64::from(bits)))),
             };
-            let name = row_name(Granularity::Channel, q, true, abits);
+            let mut name = row_name(Granularity::Channel, q, true, abits);
+            if mixed {
+                name.push_str(" mixed");
+            }
             let t0 = Instant::now();
             let quantized = quantize(&model, &source, &opts, Some(&calibration), &mut |p| {
                 bar.update(p)
@@ -265,6 +292,7 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
                 quantizer: name,
                 bits,
                 abits,
+                avg_bits: quantized.record.mixed.as_ref().map(|m| m.avg_bits),
                 detect,
                 segment,
                 calibration: calibration.n,
@@ -315,5 +343,22 @@ fn print_rows(m: &TaskModel, rows: &[Row], scored: usize, args: &BenchTasksArgs)
             args.recon_settings.iters,
             args.recon_settings.recon_batch
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precisions_parse_and_bad_ones_say_the_forms() {
+        let p = |bits, abits, mixed| Precision { bits, abits, mixed };
+        assert_eq!(parse_precision("w4"), Ok(p(4, None, false)));
+        assert_eq!(parse_precision("w4a8"), Ok(p(4, Some(8), false)));
+        assert_eq!(parse_precision("w3m"), Ok(p(3, None, true)));
+        for bad in ["w9m", "w4ma8", "4", "wm", "w4a1"] {
+            let err = parse_precision(bad).unwrap_err();
+            assert!(err.contains("is not wB, wBaA or wBm"), "{bad}: {err}");
+        }
     }
 }
