@@ -305,14 +305,14 @@ fn bench_model(m: &TaskModel, args: &BenchTasksArgs) -> Result<(Vec<Row>, usize)
 
 fn print_rows(m: &TaskModel, rows: &[Row], scored: usize, args: &BenchTasksArgs) {
     println!(
-        "\n{:<24} {:>4}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}",
+        "\n{:<28} {:>4}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}",
         m.name, "bits", "mAP@0.5", "mAP@.5:.95", "recall@.5", "mask IoU", "seconds"
     );
     let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     for r in rows {
         let d = r.detect.as_ref();
         println!(
-            "{:<24} {:>4}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10.1}",
+            "{:<28} {:>4}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10.1}",
             r.quantizer,
             r.bits,
             num(d.map(|d| d.map50)),
