@@ -384,9 +384,10 @@ fn split_into_parts(
 }
 
 impl Model {
-    /// The reconstruction blocks of the main graph, in order: trunk blocks in graph order, each
-    /// head right after the trunk block that outputs the value it reads (or before the one
-    /// that computes it inside). Nodes before the first weight layer form no block (they have
+    /// The reconstruction blocks of the main graph, in order: trunk blocks in graph order (one
+    /// of more than [`MAX_BLOCK_LAYERS`] weight layers as its parts), each head right after the
+    /// trunk block that outputs the value it reads (or before the one that computes it
+    /// inside). Nodes before the first weight layer form no block (they have
     /// no weights to learn). Errors when the graph does not have exactly one non-initializer
     /// input and at least one output, or when a head reads more than one trunk value.
     pub fn blocks(&self) -> Result<Vec<Block>> {

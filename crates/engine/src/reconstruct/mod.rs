@@ -401,9 +401,13 @@ pub fn reconstruct_model(
     let mut reports = Vec::with_capacity(blocks.len());
     for (bi, block) in blocks.iter().enumerate() {
         let started = Instant::now();
-        let inputs = advance(quantized, &quant_cut, &block.input, &quant_at)?;
+        let trunk = block.kind == BlockKind::Trunk;
+        let inputs = match trunk && block.input == quant_cut {
+            true => std::mem::take(&mut quant_at), // replaced after the block
+            false => advance(quantized, &quant_cut, &block.input, &quant_at)?,
+        };
         let targets = advance(float, &float_cut, &block.output, &float_at)?;
-        if block.kind == BlockKind::Trunk {
+        if trunk {
             // Replaced after the block: free them while it learns.
             (quant_at, float_at) = (Samples::default(), Samples::default());
         }
@@ -453,7 +457,7 @@ pub fn reconstruct_model(
         }
         let (loss_after, outputs) =
             hard_loss(&Plan::from_model(&sub)?, &device, ends, &inputs, &targets)?;
-        if block.kind == BlockKind::Trunk {
+        if trunk {
             (quant_cut, quant_at) = (block.output.clone(), outputs);
             (float_cut, float_at) = (block.output.clone(), targets);
         }
