@@ -575,7 +575,31 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::TensorProto;
     use crate::testutil::{float_tensor, node};
+
+    /// A model of `nodes` and `initializer` reading graph input `x`, with `outputs`.
+    fn graph_model(
+        nodes: Vec<NodeProto>,
+        initializer: Vec<TensorProto>,
+        outputs: &[&str],
+    ) -> Model {
+        let value = |n: &str| ValueInfoProto {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            node: nodes,
+            initializer,
+            input: vec![value("x")],
+            output: outputs.iter().map(|o| value(o)).collect(),
+            ..Default::default()
+        };
+        Model::from_proto(ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        })
+    }
 
     /// x → conv a → relu → [conv b → relu → conv c] + (shortcut) → add → relu → pool → gemm.
     fn residual_net() -> Model {
@@ -591,26 +615,11 @@ mod tests {
             node("Flatten", "flat", &["p"], &["f"]),
             node("Gemm", "fc", &["f", "wf"], &["y"]),
         ];
-        let graph = GraphProto {
-            node: nodes,
-            initializer: ["wa", "wb", "wc", "wf"]
-                .iter()
-                .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
-                .collect(),
-            input: vec![ValueInfoProto {
-                name: Some("x".into()),
-                ..Default::default()
-            }],
-            output: vec![ValueInfoProto {
-                name: Some("y".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        Model::from_proto(ModelProto {
-            graph: Some(graph),
-            ..Default::default()
-        })
+        let initializer = ["wa", "wb", "wc", "wf"]
+            .iter()
+            .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
+            .collect();
+        graph_model(nodes, initializer, &["y"])
     }
 
     #[test]
@@ -692,28 +701,16 @@ mod tests {
             node("Reshape", "s16", &["h1", "shape"], &["scores_16"]),
             node("Conv", "h2", &["b1", "wh2"], &["boxes_16"]),
         ];
-        let value = |n: &str| ValueInfoProto {
-            name: Some(n.into()),
-            ..Default::default()
-        };
         let mut initializer: Vec<_> = ["wa", "wb", "wc", "wh1", "wh2", "wh3", "wh4"]
             .iter()
             .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
             .collect();
         initializer.push(float_tensor("shape", &[2], false));
-        let graph = GraphProto {
-            node: nodes,
+        graph_model(
+            nodes,
             initializer,
-            input: vec![value("x")],
-            output: ["scores_16", "scores_8", "boxes_16", "boxes_8"]
-                .map(value)
-                .to_vec(),
-            ..Default::default()
-        };
-        Model::from_proto(ModelProto {
-            graph: Some(graph),
-            ..Default::default()
-        })
+            &["scores_16", "scores_8", "boxes_16", "boxes_8"],
+        )
     }
 
     #[test]
@@ -830,21 +827,7 @@ mod tests {
             .map(|w| float_tensor(w, &[2, 2, 1, 1], true))
             .collect();
         initializer.push(float_tensor("scales", &[4], false));
-        let value = |n: &str| ValueInfoProto {
-            name: Some(n.into()),
-            ..Default::default()
-        };
-        let graph = GraphProto {
-            node: nodes,
-            initializer,
-            input: vec![value("x")],
-            output: vec![value("y")],
-            ..Default::default()
-        };
-        Model::from_proto(ModelProto {
-            graph: Some(graph),
-            ..Default::default()
-        })
+        graph_model(nodes, initializer, &["y"])
     }
 
     #[test]
